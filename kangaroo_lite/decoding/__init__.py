@@ -1,0 +1,1 @@
+"""One module per decoding method, each reading like its paper's pseudo-code."""

@@ -1,0 +1,35 @@
+"""The baseline: one target forward pass per new token, with an explicit KV cache."""
+
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+from ..checks import eos_id, prepare_prompt
+from ..result import DecodingResult, Recorder, Step
+from ..sampling import check_sampling, make_generator, next_token
+
+
+@torch.inference_mode()
+def autoregressive(model: PreTrainedModel, input_ids: torch.Tensor, max_new_tokens: int,
+                   temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
+                   tokenizer: PreTrainedTokenizerBase | None = None,
+                   use_cache: bool = True) -> DecodingResult:
+    """Decode token by token: greedy at temperature 0, else seeded temperature/top-p sampling.
+
+    With `use_cache=False` every step re-reads the whole sequence (to show what the cache saves).
+    """
+    check_sampling(temperature, top_p)
+    ids = prepare_prompt(input_ids, model, max_new_tokens)
+    generator = make_generator(seed, ids.device)
+    recorder = Recorder("autoregressive", ids[0].tolist(), max_new_tokens, eos_id(model))
+    cache = DynamicCache(config=model.config) if use_cache else None
+    sequence, fresh = ids, ids
+    while not recorder.done:
+        logits = model(input_ids=fresh if use_cache else sequence, past_key_values=cache,
+                       use_cache=use_cache).logits[0, -1]
+        token = next_token(logits, temperature, top_p, generator)
+        recorder.record(Step(emitted=[token]))
+        fresh = torch.tensor([[token]], device=ids.device)
+        sequence = torch.cat([sequence, fresh], dim=1)
+    return recorder.finish(tokenizer)

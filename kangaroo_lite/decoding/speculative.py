@@ -1,0 +1,101 @@
+"""Speculative decoding with a draft model (Leviathan et al. 2023; Chen et al. 2023).
+
+Each round: the draft proposes k tokens one by one; the target scores all of them in one
+forward pass; the rejection rule keeps the longest acceptable prefix and the target adds
+one token of its own. Both KV caches are then cut back to the accepted context.
+
+Invariant between rounds: the target's cache holds every token of `sequence` but the last,
+which is the next input of the target.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+from ..cache import truncate_cache
+from ..checks import check_positive, eos_id, prepare_prompt
+from ..models import check_same_vocabulary
+from ..result import DecodingResult, Recorder, Step
+from ..sampling import accept_drafts, check_sampling, make_generator, sample, warp
+
+
+def probs_of(logits: torch.Tensor, tokens: list[int], temperature: float, top_p: float) -> list[float]:
+    """Probability of each token under its row of logits, for the trace (softmax when greedy)."""
+    probs = torch.softmax(logits.float(), -1) if temperature == 0 else warp(logits, temperature, top_p)
+    return probs[torch.arange(len(tokens)), torch.tensor(tokens)].tolist()
+
+
+class DraftModelProposer:
+    """Proposes tokens with a small causal LM that keeps its own KV cache."""
+
+    def __init__(self, draft: PreTrainedModel, temperature: float, top_p: float, generator: torch.Generator):
+        self.model, self.temperature, self.top_p, self.generator = draft, temperature, top_p, generator
+        self.cache = DynamicCache(config=draft.config)
+
+    def propose(self, sequence: torch.Tensor, k: int) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+        """Draft k tokens after `sequence`; returns them, their draft probs (k, V) and logits (k, V)."""
+        fresh = sequence[:, self.cache.get_seq_length():]  # tokens the draft has not cached yet
+        drafted, probs, logits = [], [], []
+        for _ in range(k):
+            row = self.model(input_ids=fresh, past_key_values=self.cache, use_cache=True).logits[0, -1]
+            q = warp(row, self.temperature, self.top_p)
+            token = sample(q, self.generator)
+            drafted.append(token)
+            probs.append(q)
+            logits.append(row)
+            fresh = torch.tensor([[token]], device=sequence.device)
+        return drafted, torch.stack(probs), torch.stack(logits)
+
+    def rollback(self, length: int) -> None:
+        """Forget cached positions beyond `length` (the accepted context)."""
+        truncate_cache(self.cache, min(length, self.cache.get_seq_length()))
+
+
+@torch.inference_mode()
+def speculative(target: PreTrainedModel, draft: PreTrainedModel, input_ids: torch.Tensor,
+                max_new_tokens: int, num_draft_tokens: int = 4, temperature: float = 0.0,
+                top_p: float = 1.0, seed: int | None = None, adaptive_draft: bool = False,
+                tokenizer: PreTrainedTokenizerBase | None = None) -> DecodingResult:
+    """Speculative decoding: lossless, greedy or sampled, with an optional adaptive draft length.
+
+    `adaptive_draft` applies Hugging Face's heuristic: +2 draft tokens after a round where all
+    were accepted, -1 (never below 1) otherwise.
+    """
+    check_sampling(temperature, top_p)
+    check_positive("num_draft_tokens", num_draft_tokens)
+    check_same_vocabulary(target, draft)
+    ids = prepare_prompt(input_ids, target, max_new_tokens)
+    generator = make_generator(seed, ids.device)
+    recorder = Recorder("speculative", ids[0].tolist(), max_new_tokens, eos_id(target))
+    proposer = DraftModelProposer(draft, temperature, top_p, generator)
+    cache = DynamicCache(config=target.config)
+
+    # Prefill: the target reads the prompt and picks the first token itself.
+    logits = target(input_ids=ids, past_key_values=cache, use_cache=True).logits[0, -1]
+    first = sample(warp(logits, temperature, top_p), generator)
+    recorder.record(Step(emitted=[first]))
+    sequence = torch.cat([ids, torch.tensor([[first]], device=ids.device)], dim=1)
+
+    k = num_draft_tokens
+    while not recorder.done:
+        context = sequence.shape[1]
+        budget = min(k, recorder.remaining - 1)  # never draft past max_new_tokens
+        drafted, q, draft_logits = proposer.propose(sequence, budget) if budget > 0 else ([], None, None)
+        # Verify: one target pass over the last token and every drafted token.
+        verify = torch.cat([sequence[:, -1:], torch.tensor([drafted], device=ids.device, dtype=torch.long)], 1)
+        target_logits = target(input_ids=verify, past_key_values=cache, use_cache=True).logits[0]
+        p = warp(target_logits, temperature, top_p)
+        accepted, token = accept_drafts(p, q, drafted, generator)
+        step = Step(emitted=drafted[:accepted] + [token], drafted=drafted, accepted=accepted)
+        if drafted:
+            step.draft_probs = probs_of(draft_logits, drafted, temperature, top_p)
+            step.target_probs = probs_of(target_logits[:-1], drafted, temperature, top_p)
+            step.info["draft_length"] = budget
+        kept = recorder.record(step)
+        sequence = torch.cat([sequence, torch.tensor([kept], device=ids.device)], dim=1)
+        truncate_cache(cache, context + accepted)
+        proposer.rollback(context + accepted)
+        if adaptive_draft and drafted:
+            k = k + 2 if accepted == len(drafted) else max(1, k - 1)
+    return recorder.finish(tokenizer)

@@ -1,0 +1,81 @@
+"""Logits warping (temperature, top-p) and the speculative accept/reject rule, written once.
+
+Temperature 0 means greedy decoding. It is represented as a one-hot distribution on the
+argmax, so that the same rejection rule that preserves a sampled distribution reduces to
+exact prefix matching in the greedy case.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def check_sampling(temperature: float, top_p: float) -> None:
+    """Raise `ValueError` unless temperature is finite and >= 0 and top_p is in (0, 1]."""
+    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+    if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+
+
+def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:
+    """A `torch.Generator` seeded with `seed` (a fresh random seed when None)."""
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
+def warp(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """Next-token probabilities (float32, last dim) after temperature and nucleus (top-p) warping."""
+    logits = logits.float()
+    if temperature == 0:
+        return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).float()
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p < 1:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        mass_before = sorted_probs.cumsum(-1) - sorted_probs
+        sorted_probs = sorted_probs.masked_fill(mass_before >= top_p, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+        probs = probs / probs.sum(-1, keepdim=True)
+    return probs
+
+
+def sample(probs: torch.Tensor, generator: torch.Generator) -> int:
+    """Draw one token id from a 1-D probability vector."""
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def next_token(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> int:
+    """Pick the next token from 1-D logits: argmax when temperature is 0, else a warped sample."""
+    if temperature == 0:
+        return int(logits.argmax())
+    return sample(warp(logits, temperature, top_p), generator)
+
+
+def accept_drafts(target_probs: torch.Tensor, draft_probs: torch.Tensor, drafted: list[int],
+                  generator: torch.Generator) -> tuple[int, int]:
+    """Speculative sampling: how many drafts to accept, and the target's own next token.
+
+    `target_probs` has one row per drafted token plus one (k+1, V); `draft_probs` has k rows.
+    Draft i is kept with probability min(1, p_i(x_i)/q_i(x_i)); at the first rejection the
+    token is resampled from the normalised residual max(0, p_i - q_i); if all k are kept,
+    a bonus token is sampled from row k of the target. The output is distributed as p.
+    """
+    k = len(drafted)
+    if k:
+        index = torch.arange(k)
+        tokens = torch.tensor(drafted)
+        ratio = target_probs[index, tokens] / draft_probs[index, tokens]
+        rejected = (torch.rand(k, generator=generator) >= ratio).nonzero()
+        if len(rejected):
+            i = int(rejected[0])
+            residual = (target_probs[i] - draft_probs[i]).clamp_min(0)
+            if residual.sum() <= 0:  # only reachable through rounding: p and q equal
+                residual = target_probs[i]
+            return i, sample(residual / residual.sum(), generator)
+    return k, sample(target_probs[k], generator)
