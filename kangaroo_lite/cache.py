@@ -6,8 +6,14 @@ from transformers import DynamicCache
 
 
 def truncate_cache(cache: DynamicCache, length: int) -> None:
-    """Drop cached positions beyond `length` in every layer (transformers 5.x `crop` counts back)."""
-    current = cache.get_seq_length()
-    if length > current:
-        raise ValueError(f"cannot truncate a cache of {current} positions to {length}")
-    cache.crop(length - current)
+    """Drop cached positions beyond `length` in every layer that holds more.
+
+    Layers may hold different lengths (Kangaroo's shallow layers run ahead of the deep ones);
+    transformers 5.x `crop` takes the negative count of positions to remove.
+    """
+    if length < 0:
+        raise ValueError(f"cache length must be >= 0, got {length}")
+    for layer in cache.layers:
+        extra = layer.get_seq_length() - length
+        if extra > 0:
+            layer.crop(-extra)

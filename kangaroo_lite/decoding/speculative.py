@@ -49,7 +49,7 @@ class DraftModelProposer:
 
     def rollback(self, length: int) -> None:
         """Forget cached positions beyond `length` (the accepted context)."""
-        truncate_cache(self.cache, min(length, self.cache.get_seq_length()))
+        truncate_cache(self.cache, length)
 
 
 @torch.inference_mode()
