@@ -1,6 +1,7 @@
 """kangaroo_lite: speculative decoding, Kangaroo self-speculation and MTAD, small enough to read."""
 
 from .decoding.autoregressive import autoregressive
+from .decoding.speculative import speculative
 from .models import (
     DefaultModels,
     encode_chat,
@@ -19,5 +20,6 @@ __all__ = [
     "load_default",
     "load_model",
     "load_tokenizer",
+    "speculative",
 ]
 __version__ = "0.1.0"

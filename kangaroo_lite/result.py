@@ -60,17 +60,11 @@ class DecodingResult:
 
     def acceptance_by_position(self) -> list[float]:
         """Share of steps that accepted draft position i, among steps that drafted it."""
-        longest = max((len(s.drafted) for s in self.steps), default=0)
-        rates = []
-        for i in range(longest):
-            drafted = [s for s in self.steps if len(s.drafted) > i]
-            rates.append(sum(s.accepted > i for s in drafted) / len(drafted))
-        return rates
+        return acceptance_by_position(self.steps)
 
     def acceptance_rate(self) -> float:
         """Accepted drafts over drafted tokens, across all steps (α)."""
-        drafted = sum(len(s.drafted) for s in self.steps)
-        return sum(s.accepted for s in self.steps) / drafted if drafted else 0.0
+        return acceptance_rate(self.steps)
 
     def to_dict(self) -> dict:
         """A JSON-ready dict with the derived figures included."""
@@ -78,6 +72,22 @@ class DecodingResult:
         data.update(mean_accepted=self.mean_accepted, tokens_per_second=self.tokens_per_second,
                     acceptance_by_position=self.acceptance_by_position())
         return data
+
+
+def acceptance_by_position(steps: list[Step]) -> list[float]:
+    """Share of steps that accepted draft position i, among the steps that drafted it."""
+    longest = max((len(s.drafted) for s in steps), default=0)
+    rates = []
+    for i in range(longest):
+        drafted = [s for s in steps if len(s.drafted) > i]
+        rates.append(sum(s.accepted > i for s in drafted) / len(drafted))
+    return rates
+
+
+def acceptance_rate(steps: list[Step]) -> float:
+    """Accepted drafts over drafted tokens (α), pooled over steps."""
+    drafted = sum(len(s.drafted) for s in steps)
+    return sum(s.accepted for s in steps) / drafted if drafted else 0.0
 
 
 class Recorder:

@@ -1,0 +1,43 @@
+# Two commands set everything up: `make demo` and `make test`. Each builds the venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEVICE ?= cpu
+
+.PHONY: demo test test-fast test-notebooks test-ui lab bench bench-quick sweep eval train-models train-adapter lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)  ## one prompt per subtask through every method, on the embedded models
+	$(BIN)/kangaroo-lite demo
+
+test: $(STAMP)  ## the whole suite: lint, unit tests, notebooks under nbval
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q --nbval-lax notebooks/
+
+test-fast: $(STAMP)  ## unit tests without the slow ones
+	$(BIN)/pytest -q -m "not slow" tests
+
+lab: $(STAMP)  ## JupyterLab on the notebooks
+	$(BIN)/jupyter lab notebooks/
+
+eval: $(STAMP)  ## accuracy per subtask and perplexity of the embedded models
+	$(BIN)/kangaroo-lite eval-model
+
+train-models: $(STAMP)  ## reproduce the shipped target and draft (about an hour on 2 CPU cores)
+	$(BIN)/kangaroo-lite train-model --shape target --out data/models/target --force
+	$(BIN)/kangaroo-lite train-model --shape draft --out data/models/draft --force
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check kangaroo_lite tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

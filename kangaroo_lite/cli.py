@@ -1,0 +1,159 @@
+"""The `kangaroo-lite` command line: demo, data, training, evaluation, benchmark, sweeps."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .corpus import SUBTASKS, evaluation_set, format_example, read_questions, training_corpus, write_jsonl
+from .models import DATA_DIR
+
+
+def _refuse_overwrite(path: Path, force: bool) -> None:
+    if path.exists() and any(path.iterdir() if path.is_dir() else [path]) and not force:
+        raise SystemExit(f"{path} already exists; pass --force to overwrite it")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    """One prompt per subtask through every method, coloured by token fate, with a table."""
+    from .demo import run_demo
+
+    run_demo(max_new_tokens=args.max_new_tokens, subtasks=args.subtasks, seed=args.seed)
+
+
+def cmd_make_data(args: argparse.Namespace) -> None:
+    """Regenerate the evaluation set and (optionally) retrain the tokenizer."""
+    from .tokenizer import train_tokenizer
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    questions = out / "question.jsonl"
+    _refuse_overwrite(questions, args.force)
+    write_jsonl(evaluation_set(), questions)
+    print(f"wrote {questions}")
+    if args.tokenizer:
+        tok_dir = out / "tokenizer"
+        _refuse_overwrite(tok_dir, args.force)
+        texts = [format_example(e) for e in training_corpus(args.tokenizer_examples, seed=args.seed)]
+        train_tokenizer(texts, args.vocab_size).save_pretrained(tok_dir)
+        print(f"wrote {tok_dir}")
+
+
+def cmd_train_model(args: argparse.Namespace) -> None:
+    """Train a target, draft or tiny model from scratch on the generated corpus."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from .models import load_tokenizer
+    from .training import TrainConfig, model_config, train_model
+
+    out = Path(args.out)
+    if (out / "model.safetensors").exists() and not args.force:
+        raise SystemExit(f"{out} already holds a model; pass --force to overwrite it")
+    tokenizer = load_tokenizer(args.tokenizer)
+    texts = [format_example(e) for e in training_corpus(args.examples, seed=args.seed)]
+    torch.manual_seed(args.seed)
+    model = LlamaForCausalLM(model_config(args.shape, tokenizer))
+    print(f"{args.shape}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
+                      seed=args.seed, checkpoint_every=args.checkpoint_every)
+    losses = train_model(model, tokenizer, texts, out, cfg, resume=not args.no_resume)
+    print(f"final loss {sum(losses[-20:]) / len(losses[-20:]):.4f}; saved to {out}")
+
+
+def cmd_eval_model(args: argparse.Namespace) -> None:
+    """Greedy exact-answer accuracy per subtask and held-out perplexity of one or more models."""
+    from .evaluation import evaluate_accuracy, held_out_perplexity
+    from .models import check_tokenizer_matches, load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(args.tokenizer)
+    questions = [q for q in read_questions(args.questions) if q["category"] in args.subtasks]
+    if args.limit:
+        questions = [q for s in args.subtasks for q in [r for r in questions if r["category"] == s][: args.limit]]
+    report = {}
+    for path in args.models:
+        model = load_model(path)
+        check_tokenizer_matches(tokenizer, model)
+        accuracy = evaluate_accuracy(model, tokenizer, questions, args.max_new_tokens)
+        report[path] = {"accuracy": accuracy, "perplexity": held_out_perplexity(model, tokenizer)}
+    _print_eval(report, args.subtasks)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+
+
+def _print_eval(report: dict, subtasks: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="exact-answer accuracy (greedy) and held-out perplexity")
+    table.add_column("model")
+    for s in subtasks:
+        table.add_column(s, justify="right")
+    table.add_column("perplexity", justify="right")
+    for path, row in report.items():
+        cells = [f"{100 * row['accuracy'].get(s, float('nan')):.1f}%" for s in subtasks]
+        table.add_row(path, *cells, f"{row['perplexity']:.3f}")
+    Console().print(table)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    parser = argparse.ArgumentParser(prog="kangaroo-lite", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run every method on one prompt per subtask")
+    demo.add_argument("--max-new-tokens", type=int, default=64)
+    demo.add_argument("--subtasks", nargs="+", default=list(SUBTASKS), choices=SUBTASKS)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=cmd_demo)
+
+    data = sub.add_parser("make-data", help="regenerate question.jsonl (and the tokenizer)")
+    data.add_argument("--out", default=str(DATA_DIR))
+    data.add_argument("--tokenizer", action="store_true", help="also retrain the tokenizer")
+    data.add_argument("--vocab-size", type=int, default=4096)
+    data.add_argument("--tokenizer-examples", type=int, default=30000)
+    data.add_argument("--seed", type=int, default=0)
+    data.add_argument("--force", action="store_true", help="overwrite existing files")
+    data.set_defaults(func=cmd_make_data)
+
+    train = sub.add_parser("train-model", help="train a model from scratch on the corpus")
+    train.add_argument("--shape", choices=["target", "draft", "tiny"], required=True)
+    train.add_argument("--out", required=True)
+    train.add_argument("--tokenizer", default=str(DATA_DIR / "tokenizer"))
+    train.add_argument("--examples", type=int, default=130000)
+    train.add_argument("--steps", type=int, default=2000)
+    train.add_argument("--batch-size", type=int, default=16)
+    train.add_argument("--seq-len", type=int, default=256)
+    train.add_argument("--lr", type=float, default=2e-3)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--checkpoint-every", type=int, default=200)
+    train.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
+    train.add_argument("--force", action="store_true", help="overwrite a finished model")
+    train.set_defaults(func=cmd_train_model)
+
+    evaluate = sub.add_parser("eval-model", help="accuracy per subtask and perplexity")
+    evaluate.add_argument("models", nargs="*", default=[str(DATA_DIR / "models" / "target"),
+                                                        str(DATA_DIR / "models" / "draft")])
+    evaluate.add_argument("--tokenizer", default=str(DATA_DIR / "tokenizer"))
+    evaluate.add_argument("--questions", default=str(DATA_DIR / "question.jsonl"))
+    evaluate.add_argument("--subtasks", nargs="+", default=list(SUBTASKS), choices=SUBTASKS)
+    evaluate.add_argument("--limit", type=int, default=0, help="questions per subtask (0: all)")
+    evaluate.add_argument("--max-new-tokens", type=int, default=96)
+    evaluate.add_argument("--json", help="also write the report to this JSON file")
+    evaluate.set_defaults(func=cmd_eval_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of `kangaroo-lite`."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (FileNotFoundError, ValueError) as error:
+        sys.exit(f"kangaroo-lite {args.command}: {error}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Model quality on the mini Spec-Bench: exact-answer accuracy per subtask and perplexity."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .corpus import format_example, training_corpus
+from .decoding.autoregressive import autoregressive
+from .models import encode_chat
+
+HELD_OUT_SEED = 99
+_FINAL_NUMBER = re.compile(r"The answer is (-?\d+)\.?\s*$")
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.split())
+
+
+def is_correct(record: dict, reply: str) -> bool:
+    """Whether a generated reply to the record's first turn is exactly right.
+
+    math: the final "The answer is N" equals the reference number; rag: the answer copied
+    from the passage equals the reference; every other subtask: the whole reply equals the
+    reference reply.
+    """
+    reply = _normalise(reply)
+    category = record["category"]
+    if category == "math_reasoning":
+        found = _FINAL_NUMBER.search(reply)
+        return bool(found) and found.group(1) == str(record["answer"])
+    if category == "rag":
+        return reply.rstrip(".").rsplit(" is ", 1)[-1] == record["answer"]
+    return reply == _normalise(record["reference"][0])
+
+
+def evaluate_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, questions: list[dict],
+                      max_new_tokens: int = 96, progress: bool = True) -> dict[str, float]:
+    """Greedy exact-answer accuracy per category on the first turn of each question."""
+    hits: dict[str, list[bool]] = defaultdict(list)
+    for record in tqdm(questions, desc="eval", disable=not progress):
+        ids = encode_chat(tokenizer, record["turns"][0])
+        reply = autoregressive(model, ids, max_new_tokens, tokenizer=tokenizer).text
+        hits[record["category"]].append(is_correct(record, reply))
+    return {category: sum(v) / len(v) for category, v in hits.items()}
+
+
+@torch.inference_mode()
+def sequence_nll(model: PreTrainedModel, prompt_ids: list[int], tokens: list[int]) -> float:
+    """Summed negative log-likelihood of `tokens` after `prompt_ids` under `model` (temperature 1)."""
+    if not tokens:
+        raise ValueError("no tokens to score")
+    ids = torch.tensor([prompt_ids + tokens], device=model.device)
+    logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].float()
+    logp = torch.log_softmax(logits, -1)
+    return float(-logp[torch.arange(len(tokens)), torch.tensor(tokens, device=model.device)].sum())
+
+
+def output_perplexity(model: PreTrainedModel, prompt_ids: list[int], tokens: list[int]) -> float:
+    """Perplexity of a generated continuation under `model`."""
+    return math.exp(sequence_nll(model, prompt_ids, tokens) / len(tokens))
+
+
+@torch.inference_mode()
+def held_out_perplexity(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                        num_examples: int = 400, seed: int = HELD_OUT_SEED) -> float:
+    """Per-token perplexity on corpus examples drawn with a seed the training never used."""
+    total_nll, total_tokens = 0.0, 0
+    for example in training_corpus(num_examples, seed=seed):
+        ids = tokenizer(format_example(example), return_tensors="pt", add_special_tokens=False)["input_ids"]
+        loss = model(input_ids=ids.to(model.device), labels=ids.to(model.device)).loss
+        total_nll += float(loss) * (ids.shape[1] - 1)
+        total_tokens += ids.shape[1] - 1
+    return math.exp(total_nll / total_tokens)

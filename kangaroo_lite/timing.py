@@ -1,0 +1,36 @@
+"""Timing helpers: median latency of one forward pass over n new tokens after a cached prompt."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from transformers import DynamicCache, PreTrainedModel
+
+from .cache import truncate_cache
+
+
+@torch.inference_mode()
+def forward_latency_ms(model: PreTrainedModel, prompt_ids: torch.Tensor, sizes: list[int],
+                       repeats: int = 15) -> dict[int, float]:
+    """Median milliseconds of one cached forward pass reading n tokens, for each n in `sizes`.
+
+    The prompt is cached first; each timed pass reads n tokens after it and is then rolled back,
+    which is exactly what a speculative verification step costs.
+    """
+    cache = DynamicCache(config=model.config)
+    model(input_ids=prompt_ids, past_key_values=cache, use_cache=True)
+    length = cache.get_seq_length()
+    fresh = torch.randint(0, model.config.vocab_size, (1, max(sizes)), generator=torch.Generator().manual_seed(0))
+    fresh = fresh.to(prompt_ids.device)
+    latency = {}
+    for n in sizes:
+        times = []
+        for _ in range(repeats + 2):  # the first two are warm-up
+            start = time.perf_counter()
+            model(input_ids=fresh[:, :n], past_key_values=cache, use_cache=True)
+            times.append(time.perf_counter() - start)
+            truncate_cache(cache, length)
+        latency[n] = 1000 * statistics.median(times[2:])
+    return latency

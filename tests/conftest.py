@@ -1,0 +1,29 @@
+"""Fixtures: the shipped models (loaded once) and the evaluation questions."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def shipped():
+    """The embedded default tokenizer, target, draft and adapter."""
+    from kangaroo_lite import load_default
+
+    return load_default()
+
+
+@pytest.fixture(scope="session")
+def questions():
+    """The committed mini Spec-Bench evaluation set."""
+    from kangaroo_lite.corpus import read_questions
+    from kangaroo_lite.models import DATA_DIR
+
+    return read_questions(DATA_DIR / "question.jsonl")
