@@ -1,6 +1,8 @@
 """kangaroo_lite: speculative decoding, Kangaroo self-speculation and MTAD, small enough to read."""
 
+from .adapter import KangarooAdapter, evaluate_drafter, train_adapter
 from .decoding.autoregressive import autoregressive
+from .decoding.kangaroo import kangaroo
 from .decoding.speculative import speculative
 from .models import (
     DefaultModels,
@@ -14,12 +16,16 @@ from .result import DecodingResult, Step
 __all__ = [
     "DecodingResult",
     "DefaultModels",
+    "KangarooAdapter",
     "Step",
     "autoregressive",
     "encode_chat",
+    "evaluate_drafter",
+    "kangaroo",
     "load_default",
     "load_model",
     "load_tokenizer",
     "speculative",
+    "train_adapter",
 ]
 __version__ = "0.1.0"

@@ -21,14 +21,14 @@ def prepare_prompt(input_ids: torch.Tensor | Sequence[int], model: PreTrainedMod
     if isinstance(input_ids, str):
         raise TypeError("input_ids must be token ids, not text: encode it with the tokenizer first")
     ids = torch.as_tensor(input_ids)
+    if ids.numel() == 0:
+        raise ValueError("the prompt is empty: give at least one token")
     if ids.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"input_ids must hold integer token ids, got dtype {ids.dtype}")
     if ids.dim() == 1:
         ids = ids.unsqueeze(0)
     if ids.dim() != 2 or ids.shape[0] != 1:
         raise ValueError(f"input_ids must be one sequence of shape (n,) or (1, n), got {tuple(ids.shape)}")
-    if ids.shape[1] == 0:
-        raise ValueError("the prompt is empty: give at least one token")
     vocab = model.config.vocab_size
     if int(ids.min()) < 0 or int(ids.max()) >= vocab:
         raise ValueError(f"input_ids hold ids outside the model's vocabulary [0, {vocab})")

@@ -98,6 +98,37 @@ def _print_eval(report: dict, subtasks: list[str]) -> None:
     Console().print(table)
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    """Run the mini Spec-Bench and write results.json and report.html."""
+    from datetime import datetime
+
+    from .bench import BenchConfig, mismatches, run_bench, write_results
+    from .report import print_summary
+
+    options = {"speculative": {"num_draft_tokens": args.num_draft_tokens},
+               "kangaroo": {"threshold": args.threshold, "max_draft_tokens": args.max_draft_tokens}}
+    if args.exit_layer is not None:
+        options["hf_early_exit"] = {"exit_layer": args.exit_layer}
+    fields = dict(subtasks=args.subtasks, device=args.device, dtype=args.dtype, data_dir=args.data_dir,
+                  questions=args.questions, target=args.target, draft=args.draft, tokenizer=args.tokenizer,
+                  adapter=args.adapter, options=options)
+    if args.methods:
+        fields["methods"] = args.methods
+    for name in ("questions_per_subtask", "max_new_tokens", "repeats"):
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
+    cfg = BenchConfig.quick(**fields) if args.quick else BenchConfig(**fields)
+    out = Path(args.out or Path("results") / datetime.now().strftime("%Y%m%d-%H%M%S"))
+    _refuse_overwrite(out / "results.json", args.force)
+    results = run_bench(cfg)
+    path = write_results(results, out)
+    print_summary(results)
+    print(f"wrote {path} and {path.parent / 'report.html'}")
+    wrong = mismatches(results)
+    if wrong:
+        sys.exit(f"LOSSLESS CHECK FAILED: {', '.join(wrong)} differ from the baseline's greedy output")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="kangaroo-lite", description=__doc__)
@@ -143,6 +174,28 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-new-tokens", type=int, default=96)
     evaluate.add_argument("--json", help="also write the report to this JSON file")
     evaluate.set_defaults(func=cmd_eval_model)
+    bench = sub.add_parser("bench", help="the mini Spec-Bench benchmark of every method")
+    bench.add_argument("--methods", nargs="+", help="default: every method, ours and Hugging Face's")
+    bench.add_argument("--subtasks", nargs="+", default=list(SUBTASKS))
+    bench.add_argument("--questions-per-subtask", type=int)
+    bench.add_argument("--max-new-tokens", type=int)
+    bench.add_argument("--repeats", type=int)
+    bench.add_argument("--quick", action="store_true", help="a smoke-sized run (under 2 minutes)")
+    bench.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    bench.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16")
+    bench.add_argument("--num-draft-tokens", type=int, default=4, help="speculative: γ")
+    bench.add_argument("--threshold", type=float, default=0.6, help="kangaroo: draft-step early-exit threshold")
+    bench.add_argument("--max-draft-tokens", type=int, default=6, help="kangaroo: most drafts per round")
+    bench.add_argument("--exit-layer", type=int, help="hf_early_exit: layers of the early-exit draft")
+    bench.add_argument("--data-dir", default=str(DATA_DIR))
+    bench.add_argument("--questions", default="", help="a question.jsonl (ours or Spec-Bench's)")
+    bench.add_argument("--target", default="", help="a local Hugging Face checkpoint for the target")
+    bench.add_argument("--draft", default="", help="a local checkpoint for the draft")
+    bench.add_argument("--tokenizer", default="", help="a local tokenizer folder")
+    bench.add_argument("--adapter", default="", help="a trained Kangaroo adapter folder")
+    bench.add_argument("--out", help="output folder (default results/<timestamp>/)")
+    bench.add_argument("--force", action="store_true", help="overwrite an existing results.json")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

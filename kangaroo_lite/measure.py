@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ class PromptTiming:
 
     tokens: int
     wall_times: list[float] = field(default_factory=list)
+    cpu_times: list[float] = field(default_factory=list)
     result: DecodingResult | None = None
 
     @property
@@ -44,6 +46,16 @@ class MethodTiming:
         forwards = sum(p.result.target_forwards for p in self.prompts)
         return sum(p.tokens for p in self.prompts) / forwards
 
+    @property
+    def cpu_seconds_per_token(self) -> float:
+        """Process CPU time per new token (median over repeats): an energy proxy on a CPU."""
+        cpu = sum(statistics.median(p.cpu_times) for p in self.prompts)
+        return cpu / sum(p.tokens for p in self.prompts)
+
+    def subset(self, indices: list[int]) -> MethodTiming:
+        """The same method restricted to some prompts (e.g. one subtask)."""
+        return MethodTiming([self.prompts[i] for i in indices])
+
     def spread(self) -> tuple[float, float]:
         """(min, max) over repeats of the whole-set tokens/s, to show the run-to-run spread."""
         repeats = min(len(p.wall_times) for p in self.prompts)
@@ -52,12 +64,13 @@ class MethodTiming:
         return min(rates), max(rates)
 
 
-def interleaved(runs: dict[str, Run], prompts: list[torch.Tensor], repeats: int = 3,
-                warmup: int = 1) -> dict[str, MethodTiming]:
+def interleaved(runs: dict[str, Run], prompts: list[torch.Tensor], repeats: int = 3, warmup: int = 1,
+                progress: Callable[[], None] | None = None) -> dict[str, MethodTiming]:
     """Time every method on every prompt, interleaving methods (A B C, B C A, …) within each repeat.
 
     Tokens are counted the same way for every method: the length of the returned `tokens`.
     Each method's output must be identical across repeats (a decoding bug otherwise).
+    `progress` is called after each prompt.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
@@ -70,13 +83,18 @@ def interleaved(runs: dict[str, Run], prompts: list[torch.Tensor], repeats: int 
         for repeat in range(repeats):
             shift = (index + repeat) % len(names)
             for name in names[shift:] + names[:shift]:
+                cpu = time.process_time()
                 result = runs[name](prompt)
+                cpu = time.process_time() - cpu
                 timing = timings[name]
                 if repeat == 0:
                     timing.prompts.append(PromptTiming(tokens=len(result.tokens), result=result))
                 elif result.tokens != timing.prompts[-1].result.tokens:
                     raise RuntimeError(f"{name} gave different tokens on a repeat of the same prompt")
                 timing.prompts[-1].wall_times.append(result.wall_time)
+                timing.prompts[-1].cpu_times.append(cpu)
+        if progress:
+            progress()
     return timings
 
 

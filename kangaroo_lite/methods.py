@@ -1,34 +1,103 @@
-"""Every decoding method behind one call shape, for the demo, the benchmark and the notebooks."""
+"""Every decoding method — ours and Hugging Face's — behind one call shape.
+
+A runner is `f(input_ids) -> DecodingResult`, built for one set of models and options, so the
+demo, the benchmark and the notebooks time and compare them all the same way.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import torch
+from transformers import PreTrainedModel
 
+from .checks import eos_id
 from .decoding.autoregressive import autoregressive
+from .decoding.kangaroo import kangaroo
 from .decoding.speculative import speculative
 from .models import DefaultModels
-from .result import DecodingResult
+from .result import DecodingResult, Step
 
-Runner = Callable[..., DecodingResult]
+Runner = Callable[[torch.Tensor], DecodingResult]
+
+OURS = ("autoregressive", "speculative", "kangaroo")
+PEERS = ("hf_greedy", "hf_assisted", "hf_prompt_lookup", "hf_early_exit")
+LOSSLESS = ("speculative", "kangaroo", "hf_greedy", "hf_assisted", "hf_prompt_lookup", "hf_early_exit")
+DEFAULT_OPTIONS: dict[str, dict] = {
+    "speculative": {"num_draft_tokens": 4},
+    "kangaroo": {"max_draft_tokens": 6, "threshold": 0.6},
+    "hf_prompt_lookup": {"prompt_lookup_num_tokens": 10},
+}
 
 
-def method_runners(models: DefaultModels) -> dict[str, Runner]:
-    """name → f(input_ids, max_new_tokens, **options) for every method these models support."""
-    tok = models.tokenizer
-    runners: dict[str, Runner] = {
-        "autoregressive": lambda ids, n, **kw: autoregressive(models.target, ids, n, tokenizer=tok, **kw),
-        "speculative": lambda ids, n, **kw: speculative(models.target, models.draft, ids, n,
-                                                        tokenizer=tok, **kw),
+class _ForwardCounter:
+    """Counts forward calls of a model while active (for Hugging Face's `generate`)."""
+
+    def __init__(self, model: PreTrainedModel):
+        self.model, self.count = model, 0
+
+    def __enter__(self):
+        self.handle = self.model.register_forward_hook(self._hook)
+        return self
+
+    def _hook(self, *_):
+        self.count += 1
+
+    def __exit__(self, *_):
+        self.handle.remove()
+
+
+def hf_generate(target: PreTrainedModel, input_ids: torch.Tensor, max_new_tokens: int, name: str,
+                count_forwards: bool = True, **generate_kwargs) -> DecodingResult:
+    """`target.generate(...)` greedy, wrapped as a `DecodingResult` with tokens counted like ours.
+
+    Forward passes are counted with a hook; where the draft is the target itself
+    (`assistant_early_exit`) they cannot be told apart, and `target_forwards` stays 0.
+    """
+    ids = input_ids.to(target.device)
+    counter = _ForwardCounter(target)
+    start = time.perf_counter()
+    with counter, torch.inference_mode():
+        out = target.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                              do_sample=False, pad_token_id=target.generation_config.pad_token_id,
+                              **generate_kwargs)
+    wall = time.perf_counter() - start
+    tokens = out[0, ids.shape[1]:].tolist()
+    return DecodingResult(method=name, prompt_tokens=ids[0].tolist(), tokens=tokens,
+                          steps=[Step(emitted=tokens)], target_forwards=counter.count if count_forwards else 0,
+                          wall_time=wall, stop_reason="eos" if tokens and tokens[-1] == eos_id(target) else "length")
+
+
+def method_runners(models: DefaultModels, max_new_tokens: int, methods: list[str] | tuple[str, ...] = OURS,
+                   options: dict[str, dict] | None = None, temperature: float = 0.0,
+                   seed: int | None = 0) -> dict[str, Runner]:
+    """name → runner for each requested method; `options` override `DEFAULT_OPTIONS` per method."""
+    opts = {name: {**DEFAULT_OPTIONS.get(name, {}), **(options or {}).get(name, {})} for name in methods}
+    target, draft, adapter, tok = models.target, models.draft, models.adapter, models.tokenizer
+    sampling = {"temperature": temperature, "seed": seed}
+    exit_layer = adapter.exit_layer if adapter is not None else 2
+    factories: dict[str, Callable[[], Runner]] = {
+        "autoregressive": lambda: lambda ids: autoregressive(target, ids, max_new_tokens, tokenizer=tok, **sampling),
+        "speculative": lambda: lambda ids: speculative(target, draft, ids, max_new_tokens, tokenizer=tok,
+                                                       **sampling, **opts["speculative"]),
+        "kangaroo": lambda: lambda ids: kangaroo(target, adapter, ids, max_new_tokens, tokenizer=tok,
+                                                 **sampling, **opts["kangaroo"]),
+        "hf_greedy": lambda: lambda ids: hf_generate(target, ids, max_new_tokens, "hf_greedy"),
+        "hf_assisted": lambda: lambda ids: hf_generate(target, ids, max_new_tokens, "hf_assisted",
+                                                       assistant_model=draft),
+        "hf_prompt_lookup": lambda: lambda ids: hf_generate(target, ids, max_new_tokens, "hf_prompt_lookup",
+                                                            **opts["hf_prompt_lookup"]),
+        "hf_early_exit": lambda: lambda ids: hf_generate(target, ids, max_new_tokens, "hf_early_exit",
+                                                         count_forwards=False,
+                                                         assistant_early_exit=opts.get("hf_early_exit", {}).get(
+                                                             "exit_layer", exit_layer)),
     }
-    return runners
-
-
-def run_method(models: DefaultModels, name: str, input_ids: torch.Tensor, max_new_tokens: int,
-               **options) -> DecodingResult:
-    """Run one named method; raises `ValueError` naming the known methods otherwise."""
-    runners = method_runners(models)
-    if name not in runners:
-        raise ValueError(f"unknown method {name!r}; available: {sorted(runners)}")
-    return runners[name](input_ids, max_new_tokens, **options)
+    unknown = [m for m in methods if m not in factories]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; available: {sorted(factories)}")
+    if "kangaroo" in methods and adapter is None:
+        raise ValueError("kangaroo needs a trained adapter: none was found in data/models/adapter")
+    if temperature > 0 and any(m in PEERS for m in methods):
+        raise ValueError("the Hugging Face peers are benchmarked greedy only (temperature 0)")
+    return {name: factories[name]() for name in methods}

@@ -73,22 +73,29 @@ def check_same_vocabulary(target: PreTrainedModel, draft: PreTrainedModel) -> No
                          "speculative decoding needs one shared tokenizer")
 
 
+def load_models(target: str | Path, draft: str | Path, tokenizer: str | Path, adapter: str | Path | None = None,
+                device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> DefaultModels:
+    """Tokenizer, target, draft and (optionally) a Kangaroo adapter from local folders, checked to fit."""
+    tok = load_tokenizer(tokenizer)
+    target_model = load_model(target, device, dtype)
+    draft_model = load_model(draft, device, dtype)
+    check_tokenizer_matches(tok, target_model)
+    check_same_vocabulary(target_model, draft_model)
+    adapter_model = None
+    if adapter is not None:
+        from .adapter import KangarooAdapter
+
+        adapter_model = KangarooAdapter.from_pretrained(adapter, target_model).to(device=device, dtype=dtype)
+    return DefaultModels(tok, target_model, draft_model, adapter_model)
+
+
 def load_default(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                  data_dir: str | Path = DATA_DIR) -> DefaultModels:
     """The embedded tokenizer, target, draft and trained Kangaroo adapter, from `data/`."""
     data_dir = Path(data_dir)
-    tokenizer = load_tokenizer(data_dir / "tokenizer")
-    target = load_model(data_dir / "models" / "target", device, dtype)
-    draft = load_model(data_dir / "models" / "draft", device, dtype)
-    check_tokenizer_matches(tokenizer, target)
-    check_same_vocabulary(target, draft)
-    adapter = None
-    adapter_dir = data_dir / "models" / "adapter"
-    if adapter_dir.is_dir():
-        from .adapter import KangarooAdapter
-
-        adapter = KangarooAdapter.from_pretrained(adapter_dir, target).to(device=device, dtype=dtype)
-    return DefaultModels(tokenizer, target, draft, adapter)
+    adapter = data_dir / "models" / "adapter"
+    return load_models(data_dir / "models" / "target", data_dir / "models" / "draft", data_dir / "tokenizer",
+                       adapter if adapter.is_dir() else None, device, dtype)
 
 
 def encode_chat(tokenizer: PreTrainedTokenizerBase, user_turn: str,

@@ -1,0 +1,208 @@
+"""The mini Spec-Bench benchmark: every method, per subtask, measured honestly in one process.
+
+Spec-Bench's protocol with its known flaw fixed: warm-up first, batch size 1, per-prompt
+tokens/s = new tokens / wall time with the tokens of every method counted the same way (the
+length of the generated token list), runs interleaved and repeated (median), speedups against
+the *faster* of our autoregressive decoding and Hugging Face's greedy `generate`, and each
+lossless method's output checked against the baseline's while it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .analysis import cost_ratio, expected_speedup
+from .corpus import SUBTASKS, read_questions
+from .measure import MethodTiming, interleaved
+from .methods import DEFAULT_OPTIONS, LOSSLESS, OURS, PEERS, method_runners
+from .models import DATA_DIR, DefaultModels, encode_chat, load_models
+from .result import acceptance_by_position, acceptance_rate
+
+BASELINES = ("autoregressive", "hf_greedy")
+
+
+@dataclass
+class BenchConfig:
+    """What to run: methods, data, budget, device; `quick` shrinks everything to a smoke run."""
+
+    methods: list[str] = field(default_factory=lambda: list(OURS + PEERS))
+    subtasks: list[str] = field(default_factory=lambda: list(SUBTASKS))
+    questions_per_subtask: int = 8
+    max_new_tokens: int = 64
+    repeats: int = 3
+    device: str = "cpu"
+    dtype: str = "float32"
+    data_dir: str = str(DATA_DIR)
+    questions: str = ""
+    target: str = ""
+    draft: str = ""
+    tokenizer: str = ""
+    adapter: str = ""
+    options: dict[str, dict] = field(default_factory=dict)
+
+    @classmethod
+    def quick(cls, **overrides) -> BenchConfig:
+        """A smoke-sized run: two questions per subtask, 32 tokens, one repeat."""
+        return cls(**{"questions_per_subtask": 2, "max_new_tokens": 32, "repeats": 1, **overrides})
+
+
+def resolve_device(device: str) -> torch.device:
+    """The torch device for a `--device` value; a clear error when it is not available."""
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
+    return torch.device(device)
+
+
+def bench_prompts(models: DefaultModels, questions: list[dict], subtasks: list[str],
+                  per_subtask: int) -> list[tuple[dict, int, torch.Tensor]]:
+    """(record, turn index, prompt ids) for every turn; later turns see the reference replies."""
+    prompts = []
+    for subtask in subtasks:
+        records = [q for q in questions if q["category"] == subtask][:per_subtask]
+        if not records:
+            raise ValueError(f"no questions of subtask {subtask!r} in the question file")
+        for record in records:
+            references = record.get("reference") or []
+            for turn, text in enumerate(record["turns"]):
+                if turn and len(references) < turn:
+                    break  # a later turn needs the earlier replies as history
+                history = list(zip(record["turns"][:turn], references[:turn], strict=True))
+                prompts.append((record, turn, encode_chat(models.tokenizer, text, history)))
+    return prompts
+
+
+def _extra_parameters(models: DefaultModels, method: str) -> int:
+    if method in ("speculative", "hf_assisted", "mtad"):
+        return models.draft.num_parameters()
+    if method == "kangaroo":
+        return models.adapter.num_parameters()
+    return 0
+
+
+def _method_summary(name: str, timing: MethodTiming, base: MethodTiming, baseline_tokens: list[list[int]],
+                    groups: dict[str, list[int]], models: DefaultModels, costs: dict[str, float],
+                    options: dict) -> dict:
+    results = [p.result for p in timing.prompts]
+    steps = [s for r in results for s in r.steps]
+    forwards = sum(r.target_forwards for r in results)
+    tokens = sum(p.tokens for p in timing.prompts)
+    identical = [p.result.tokens == ref for p, ref in zip(timing.prompts, baseline_tokens, strict=True)]
+    summary = {
+        "speedup": timing.tokens_per_second / base.tokens_per_second,
+        "tokens_per_second": timing.tokens_per_second,
+        "tokens_per_second_spread": timing.spread(),
+        "mean_accepted": tokens / forwards if forwards else None,
+        "target_forwards_per_token": forwards / tokens if forwards else None,
+        "identical_to_baseline": all(identical) if name in LOSSLESS or name in BASELINES else None,
+        "mismatched_prompts": [i for i, same in enumerate(identical) if not same],
+        "cpu_seconds_per_token": timing.cpu_seconds_per_token,
+        "extra_parameters": _extra_parameters(models, name),
+        "per_subtask": {},
+    }
+    if any(s.drafted for s in steps):
+        alpha = acceptance_rate(steps)
+        summary.update(acceptance_rate=alpha, acceptance_by_position=acceptance_by_position(steps))
+        if name in costs:
+            gamma = options.get("num_draft_tokens") or options.get("max_draft_tokens")
+            bound = expected_speedup(alpha, gamma, costs[name])
+            summary.update(cost_ratio=costs[name], analytic_speedup=bound,
+                           share_of_analytic=summary["speedup"] / bound)
+    for subtask, indices in groups.items():
+        part, part_base = timing.subset(indices), base.subset(indices)
+        part_forwards = sum(timing.prompts[i].result.target_forwards for i in indices)
+        part_tokens = sum(timing.prompts[i].tokens for i in indices)
+        summary["per_subtask"][subtask] = {
+            "speedup": part.tokens_per_second / part_base.tokens_per_second,
+            "tokens_per_second": part.tokens_per_second,
+            "mean_accepted": part_tokens / part_forwards if part_forwards else None,
+        }
+    return summary
+
+
+def _cost_ratios(models: DefaultModels, methods: list[str], prompt: torch.Tensor) -> dict[str, float]:
+    costs = {}
+    if "speculative" in methods:
+        costs["speculative"] = cost_ratio(models.target, models.draft, prompt)
+    return costs
+
+
+def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
+    """Run the benchmark and return the results dict (summary, questions, environment)."""
+    device = resolve_device(cfg.device)
+    dtype = getattr(torch, cfg.dtype, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"unknown dtype {cfg.dtype!r}")
+    data = Path(cfg.data_dir)
+    adapter = cfg.adapter or (data / "models" / "adapter" if (data / "models" / "adapter").is_dir() else None)
+    models = load_models(cfg.target or data / "models" / "target", cfg.draft or data / "models" / "draft",
+                         cfg.tokenizer or data / "tokenizer", adapter, device, dtype)
+    questions = read_questions(cfg.questions or Path(cfg.data_dir) / "question.jsonl")
+    prompts = bench_prompts(models, questions, cfg.subtasks, cfg.questions_per_subtask)
+    methods = list(dict.fromkeys(["autoregressive", *cfg.methods]))  # our baseline always runs
+    runners = method_runners(models, cfg.max_new_tokens, methods, cfg.options)
+    bar = tqdm(total=len(prompts), desc="bench", unit="prompt", disable=not progress)
+    timings = interleaved(runners, [ids for _, _, ids in prompts], cfg.repeats, progress=bar.update)
+    bar.close()
+
+    present = [b for b in BASELINES if b in timings]
+    baseline = max(present, key=lambda b: timings[b].tokens_per_second)
+    reference = [p.result.tokens for p in timings["autoregressive"].prompts]
+    groups: dict[str, list[int]] = {}
+    for index, (record, _, _) in enumerate(prompts):
+        groups.setdefault(record["category"], []).append(index)
+    costs = _cost_ratios(models, methods, prompts[0][2])
+    summary = {
+        name: _method_summary(name, timings[name], timings[baseline], reference, groups, models, costs,
+                              {**DEFAULT_OPTIONS.get(name, {}), **cfg.options.get(name, {})})
+        for name in methods
+    }
+    records = []
+    for index, (record, turn, _) in enumerate(prompts):
+        for name in methods:
+            p = timings[name].prompts[index]
+            records.append({
+                "question_id": record["question_id"], "category": record["category"], "turn": turn,
+                "method": name, "new_tokens": p.tokens, "wall_time": p.median_time,
+                "wall_times": p.wall_times, "decoding_steps": p.result.target_forwards,
+                "accept_lengths": [s.accepted for s in p.result.steps if s.drafted],
+                "tokens": p.result.tokens,
+            })
+    return {
+        "config": asdict(cfg), "baseline": baseline, "summary": summary, "questions": records,
+        "environment": {"device": str(device), "device_name": _device_name(device), "dtype": cfg.dtype,
+                        "torch": torch.__version__, "python": platform.python_version(),
+                        "threads": torch.get_num_threads(), "date": datetime.now().isoformat(timespec="seconds"),
+                        "target_parameters": models.target.num_parameters()},
+    }
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def mismatches(results: dict) -> list[str]:
+    """Lossless methods whose greedy output differs from the baseline's on some prompt."""
+    return [name for name, s in results["summary"].items() if s["identical_to_baseline"] is False]
+
+
+def write_results(results: dict, out_dir: str | Path) -> Path:
+    """Write `results.json` and the self-contained `report.html` into `out_dir`; returns the JSON path."""
+    from .report import write_html_report
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    path.write_text(json.dumps(results, indent=1))
+    write_html_report(results, out / "report.html")
+    return path

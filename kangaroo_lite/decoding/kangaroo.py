@@ -1,0 +1,282 @@
+"""Kangaroo: lossless self-speculative decoding with a double early exit (Liu et al. 2024).
+
+The drafter is the target itself cut after `exit_layer` layers, followed by a small trained
+adapter and the target's own LM head. Each round:
+
+1. draft (layer early exit): the newest token runs through the shallow layers only, writing
+   their KV cache, which *is* the target's cache for those layers; the adapter and the head
+   propose the next token. The loop stops once the draft's top-1 probability for the token it
+   just proposed falls below `threshold` (draft-step early exit; that token is still a draft,
+   as in the official code), or after `max_draft_tokens`, or at the token budget;
+2. verify: the deep layers (`exit_layer` … L-1), final norm and head read the exited hidden
+   states of [last token, drafts] in one pass: the shallow layers are never recomputed;
+3. accept the longest acceptable prefix (greedy: exact match; sampling: the lossless rejection
+   rule) plus the target's own token, and cut every cache back to the accepted context.
+
+Invariant between rounds: every target layer's cache holds `sequence` but its last token; the
+adapter's cache plus the exited hidden states it has not read yet (`pending`) cover the same
+positions. After a fully accepted round the adapter lacks the last draft, so it reads two
+positions at the start of the next round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+
+from ..adapter import KangarooAdapter, check_target
+from ..cache import truncate_cache
+from ..checks import check_positive, eos_id, prepare_prompt
+from ..result import DecodingResult, Recorder, Step
+from ..sampling import accept_drafts, check_sampling, make_generator, sample, warp
+from .speculative import probs_of
+
+THRESHOLD, MAX_DRAFT_TOKENS, BUDGET = "threshold", "max_draft_tokens", "budget"
+
+
+def _mask_function(config, layer: int) -> Callable:
+    """The causal-mask builder the target uses for one layer (sliding window or full)."""
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types:
+        sliding = layer_types[layer] == "sliding_attention"
+    else:  # Mistral: one sliding window for every layer, when configured
+        sliding = getattr(config, "sliding_window", None) is not None
+    return create_sliding_window_causal_mask if sliding else create_causal_mask
+
+
+class SelfDraft:
+    """The target split at the exit layer: one KV cache for all its layers, one for the adapter."""
+
+    def __init__(self, target: PreTrainedModel, adapter: KangarooAdapter):
+        model = target.model
+        self.config = target.config
+        self.embed, self.layers, self.norm, self.head = model.embed_tokens, model.layers, model.norm, target.lm_head
+        self.rotary, self.adapter, self.exit_layer = model.rotary_emb, adapter, adapter.exit_layer
+        self.cache = DynamicCache(config=target.config)
+        self.adapter_cache = DynamicCache()
+        self.pending: torch.Tensor | None = None  # exited hidden states the adapter has not read yet
+        self.mask_functions = [_mask_function(self.config, i) for i in range(len(self.layers))]
+
+    def check_window(self, length: int) -> None:
+        """Raise `ValueError` if a sequence of `length` tokens may outgrow a sliding attention window.
+
+        Beyond the window a sliding cache forgets old positions and can no longer be rolled back.
+        """
+        window = getattr(self.config, "sliding_window", None)
+        if create_sliding_window_causal_mask in self.mask_functions and window and length > window:
+            raise ValueError(
+                f"prompt plus max_new_tokens reach {length} positions, beyond "
+                f"the model's sliding attention window of {window}: not supported"
+            )
+
+    def _positions(self, first: int, count: int, like: torch.Tensor) -> torch.Tensor:
+        return torch.arange(first, first + count, device=like.device).unsqueeze(0)
+
+    def _run_layers(
+        self,
+        hidden: torch.Tensor,
+        start: int,
+        stop: int,
+        positions: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+    ) -> torch.Tensor:
+        # Layers of one kind hold equal lengths, so each mask is built once, sized to the first
+        # such layer's cache (shallow layers run ahead of deep ones while drafting).
+        masks = {}
+        for i in range(start, stop):
+            build = self.mask_functions[i]
+            if build not in masks:
+                masks[build] = build(
+                    config=self.config,
+                    inputs_embeds=hidden,
+                    attention_mask=None,
+                    past_key_values=self.cache,
+                    position_ids=positions,
+                    layer_idx=i,
+                )
+            hidden = self.layers[i](
+                hidden,
+                attention_mask=masks[build],
+                position_ids=positions,
+                past_key_values=self.cache,
+                use_cache=True,
+                position_embeddings=rope,
+            )
+        return hidden
+
+    def shallow(self, input_ids: torch.Tensor, first_position: int) -> tuple[torch.Tensor, tuple]:
+        """Run tokens (1, n) through layers 0..exit_layer-1; returns the exited states and their RoPE."""
+        hidden = self.embed(input_ids)
+        positions = self._positions(first_position, input_ids.shape[1], hidden)
+        rope = self.rotary(hidden, positions)
+        return self._run_layers(hidden, 0, self.exit_layer, positions, rope), rope
+
+    def deep(self, exited: torch.Tensor, first_position: int, last_only: bool = False) -> torch.Tensor:
+        """Run exited states (1, n, h) through the remaining layers, norm and head: logits (n, V)."""
+        positions = self._positions(first_position, exited.shape[1], exited)
+        rope = self.rotary(exited, positions)
+        hidden = self._run_layers(exited, self.exit_layer, len(self.layers), positions, rope)
+        if last_only:  # the prefill needs only the next token
+            hidden = hidden[:, -1:]
+        return self.head(self.norm(hidden))[0]
+
+    def draft(self, exited: torch.Tensor, rope: tuple, position: int) -> torch.Tensor:
+        """Adapter + head on the newest exited state (after any pending ones): next-token logits (V,)."""
+        if self.pending is not None:
+            exited = torch.cat([self.pending, exited], dim=1)
+            self.pending = None
+            positions = self._positions(position + 1 - exited.shape[1], exited.shape[1], exited)
+            rope = self.rotary(exited, positions)
+        else:
+            positions = self._positions(position, 1, exited)
+        mask = self.adapter.causal_mask(exited, positions, self.adapter_cache)
+        out = self.adapter(exited, rope, attention_mask=mask, past_key_values=self.adapter_cache)
+        return self.head(out[:, -1])[0]
+
+    def defer(self, exited: torch.Tensor) -> None:
+        """Keep exited states for the adapter to read later (if they survive verification)."""
+        self.pending = exited if self.pending is None else torch.cat([self.pending, exited], dim=1)
+
+    def adapter_length(self) -> int:
+        """Positions the adapter has read (cached) plus those pending."""
+        pending = 0 if self.pending is None else self.pending.shape[1]
+        return self.adapter_cache.get_seq_length() + pending
+
+    def rollback(self, length: int) -> None:
+        """Forget every position beyond `length` in the target's cache, the adapter's and `pending`."""
+        truncate_cache(self.cache, length)
+        read = self.adapter_cache.get_seq_length()
+        if read >= length:
+            truncate_cache(self.adapter_cache, length)
+            self.pending = None
+        elif self.pending is not None:
+            self.pending = self.pending[:, : length - read]
+
+
+def check_threshold(threshold: float) -> None:
+    """Raise `ValueError` unless the confidence threshold is a number in [0, 1]."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
+
+
+def _draft(
+    model: SelfDraft,
+    last: torch.Tensor,
+    position: int,
+    budget: int,
+    threshold: float,
+    temperature: float,
+    top_p: float,
+    generator: torch.Generator,
+) -> tuple:
+    """Draft up to `budget` tokens after `last` (1, 1) at `position`.
+
+    Returns the drafted ids, their draft distributions (k, V) and logits (k, V), the confidences,
+    the exited states of [last, drafts] (1, k+1, h), and whether the threshold stopped it.
+    """
+    drafted, rows, dists, confidences, exited = [], [], [], [], []
+    token, below = last, False
+    for i in range(budget + 1):
+        hidden, rope = model.shallow(token, position + i)  # every draft needs its shallow KV for verification
+        exited.append(hidden)
+        if i == budget or below:
+            model.defer(hidden)  # the adapter reads it next round if it is accepted
+            break
+        row = model.draft(hidden, rope, position + i)
+        if temperature == 0:
+            confidence, choice = torch.softmax(row.float(), -1).max(-1)
+        else:  # confidence in the distribution the draft actually samples from
+            q = warp(row, temperature, top_p)
+            choice = torch.multinomial(q, 1, generator=generator)[0]
+            confidence = q.max()
+            dists.append(q)
+        drafted.append(int(choice))
+        rows.append(row)
+        confidences.append(float(confidence))
+        below = confidences[-1] < threshold
+        token = choice.view(1, 1)
+    logits = torch.stack(rows) if rows else None
+    if not rows:
+        q = None
+    elif temperature == 0:
+        q = warp(logits, 0, 1.0)  # one-hot: the rejection rule becomes exact prefix matching
+    else:
+        q = torch.stack(dists)
+    return drafted, q, logits, confidences, torch.cat(exited, dim=1), below
+
+
+@torch.inference_mode()
+def kangaroo(
+    target: PreTrainedModel,
+    adapter: KangarooAdapter,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    max_draft_tokens: int = 6,
+    threshold: float = 0.6,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    on_round: Callable[[SelfDraft, torch.Tensor], None] | None = None,
+) -> DecodingResult:
+    """Kangaroo self-speculative decoding: lossless, greedy or sampled.
+
+    A draft's confidence is the top-1 probability of its distribution: the softmax of its
+    logits when greedy, the warped (temperature, top-p) distribution it samples from otherwise.
+    Each step's `info` records `exit_layer`, the `confidences` of its drafts and `draft_stop`:
+    "threshold" (the last draft's confidence fell below it; that draft is still verified),
+    "max_draft_tokens", or "budget" (the token budget left fewer drafts than `max_draft_tokens`).
+    `on_round(state, sequence)` is called after the prefill and after every round, for
+    inspection (the cache invariant tests use it).
+    """
+    check_sampling(temperature, top_p)
+    check_positive("max_draft_tokens", max_draft_tokens)
+    check_threshold(threshold)
+    check_target(target)
+    if not isinstance(adapter, KangarooAdapter):
+        raise TypeError(f"adapter must be a KangarooAdapter, got {type(adapter).__name__}")
+    adapter.check_matches(target)
+    ids = prepare_prompt(input_ids, target, max_new_tokens)
+    generator = make_generator(seed, ids.device)
+    recorder = Recorder("kangaroo", ids[0].tolist(), max_new_tokens, eos_id(target))
+    model = SelfDraft(target, adapter)
+    model.check_window(ids.shape[1] + max_new_tokens)
+
+    # Prefill: the prompt runs through every layer; the adapter reads it with the first draft.
+    exited, _ = model.shallow(ids, 0)
+    model.defer(exited)
+    first = sample(warp(model.deep(exited, 0, last_only=True)[0], temperature, top_p), generator)
+    recorder.record(Step(emitted=[first]))
+    sequence = torch.cat([ids, torch.tensor([[first]], device=ids.device)], dim=1)
+    if on_round is not None:
+        on_round(model, sequence)
+
+    while not recorder.done:
+        context = sequence.shape[1]
+        budget = min(max_draft_tokens, recorder.remaining - 1)  # never draft past max_new_tokens
+        drafted, q, draft_logits, confidences, exited, below = _draft(
+            model, sequence[:, -1:], context - 1, budget, threshold, temperature, top_p, generator
+        )
+        stop = THRESHOLD if below else MAX_DRAFT_TOKENS if budget == max_draft_tokens else BUDGET
+        # Verify: the deep layers read [last token, drafts] once, from their exited states.
+        target_logits = model.deep(exited, context - 1)
+        p = warp(target_logits, temperature, top_p)
+        accepted, token = accept_drafts(p, q, drafted, generator)
+        step = Step(
+            emitted=drafted[:accepted] + [token],
+            drafted=drafted,
+            accepted=accepted,
+            info=dict(exit_layer=model.exit_layer, confidences=confidences, draft_stop=stop),
+        )
+        if drafted:
+            step.draft_probs = probs_of(draft_logits, drafted, temperature, top_p)
+            step.target_probs = probs_of(target_logits[:-1], drafted, temperature, top_p)
+        kept = recorder.record(step)
+        sequence = torch.cat([sequence, torch.tensor([kept], device=ids.device)], dim=1)
+        model.rollback(sequence.shape[1] - 1)
+        if on_round is not None:
+            on_round(model, sequence)
+    return recorder.finish(tokenizer)

@@ -1,0 +1,271 @@
+"""The Kangaroo adapter: its shape, saving and loading with the right target, and its training."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+from kangaroo_lite.adapter import (
+    KangarooAdapter,
+    encode_corpus,
+    evaluate_drafter,
+    fingerprints_match,
+    target_fingerprint,
+    train_adapter,
+)
+from kangaroo_lite.corpus import ASSISTANT, EOS, format_example, training_corpus
+from kangaroo_lite.decoding.kangaroo import kangaroo
+from kangaroo_lite.tokenizer import train_tokenizer
+
+torch.set_num_threads(1)
+
+
+def tiny_target(
+    family: str = "llama", layers: int = 3, vocab: int = 64, seed: int = 0, sharpness: float = 30.0
+) -> torch.nn.Module:
+    """A random tiny target with GQA (4 query heads, 2 KV heads); its LM head is scaled to peak the outputs."""
+    config_class, model_class = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[
+        family
+    ]
+    torch.manual_seed(seed)
+    config = config_class(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+        tie_word_embeddings=False,
+    )
+    model = model_class(config).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(sharpness)
+    return model
+
+
+# ---------------------------------------------------------------- shape and initialisation
+
+
+def test_the_adapter_is_one_attention_block_with_two_norms_and_no_mlp_nor_head():
+    target = tiny_target()
+    adapter = KangarooAdapter.from_target(target, 1)
+    names = {name for name, _ in adapter.named_parameters()}
+    assert names == {
+        "input_layernorm.weight",
+        "norm.weight",
+        "self_attn.q_proj.weight",
+        "self_attn.k_proj.weight",
+        "self_attn.v_proj.weight",
+        "self_attn.o_proj.weight",
+    }
+    hidden, kv = 32, 2 * 8  # 2 key/value heads of dimension 8
+    assert adapter.num_parameters() == 2 * hidden * hidden + 2 * hidden * kv + 2 * hidden
+    assert adapter.fraction_of(target) == pytest.approx(adapter.num_parameters() / target.num_parameters())
+    assert adapter.fraction_of(target) < 0.2
+
+
+def test_a_qwen2_adapter_keeps_the_qkv_biases_of_its_family():
+    adapter = KangarooAdapter.from_target(tiny_target("qwen2"), 2)
+    names = {name for name, _ in adapter.named_parameters()}
+    assert {"self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"} <= names
+    assert type(adapter.self_attn).__name__ == "Qwen2Attention"
+
+
+def test_a_fresh_adapter_starts_from_the_exit_layers_attention_and_the_final_norm():
+    target = tiny_target()
+    with torch.no_grad():
+        target.model.norm.weight.uniform_(0.5, 1.5)  # so that the copy is visible
+    adapter = KangarooAdapter.from_target(target, 2)
+    layer = target.model.layers[2]
+    for name, tensor in layer.self_attn.state_dict().items():
+        assert torch.equal(adapter.self_attn.state_dict()[name], tensor)
+    assert torch.equal(adapter.input_layernorm.weight, layer.input_layernorm.weight)
+    assert torch.equal(adapter.norm.weight, target.model.norm.weight)
+    random = KangarooAdapter.from_target(target, 2, init="random")
+    assert not torch.equal(random.self_attn.q_proj.weight, layer.self_attn.q_proj.weight)
+    with pytest.raises(ValueError, match="init"):
+        KangarooAdapter.from_target(target, 2, init="zeros")
+
+
+def test_the_adapter_trains_separately_from_the_target():
+    target = tiny_target()
+    adapter = KangarooAdapter.from_target(target, 1)
+    assert all(a.data_ptr() != t.data_ptr() for a in adapter.parameters() for t in target.parameters())
+
+
+# ---------------------------------------------------------------- saving and loading
+
+
+def test_save_and_load_round_trip_gives_identical_outputs(tmp_path):
+    target = tiny_target()
+    adapter = KangarooAdapter.from_target(target, 2, init="random")
+    adapter.save_pretrained(tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {"model.safetensors", "adapter_config.json"}
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert config["exit_layer"] == 2
+    assert config["target"]["model_type"] == "llama"
+    assert (config["target"]["hidden_size"], config["target"]["num_hidden_layers"], config["target"]["vocab_size"]) == (
+        32,
+        3,
+        64,
+    )
+    assert len(config["target_fingerprint"]) == 64
+    loaded = KangarooAdapter.from_pretrained(tmp_path, target)
+    assert loaded.exit_layer == 2
+    for name, tensor in adapter.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor)
+    before = kangaroo(target, adapter, [1, 2, 3], 20, threshold=0.3)
+    after = kangaroo(target, loaded, [1, 2, 3], 20, threshold=0.3)
+    assert before.tokens == after.tokens
+    assert [s.info["confidences"] for s in before.steps[1:]] == [s.info["confidences"] for s in after.steps[1:]]
+
+
+def test_loading_with_a_target_of_other_weights_raises(tmp_path):
+    KangarooAdapter.from_target(tiny_target(seed=0), 1).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="another target.*different weights"):
+        KangarooAdapter.from_pretrained(tmp_path, tiny_target(seed=1))
+
+
+@pytest.mark.parametrize("other", [dict(layers=4), dict(vocab=80), dict(family="qwen2")])
+def test_loading_with_a_target_of_another_shape_raises(tmp_path, other):
+    KangarooAdapter.from_target(tiny_target(), 1).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="another target"):
+        KangarooAdapter.from_pretrained(tmp_path, tiny_target(**other))
+
+
+def test_loading_from_a_folder_without_an_adapter_raises(tmp_path):
+    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+        KangarooAdapter.from_pretrained(tmp_path, tiny_target())
+
+
+def test_the_fingerprint_survives_a_change_of_float_type_but_not_of_weights():
+    target = tiny_target()
+    fingerprint = target_fingerprint(target)
+    for dtype in (torch.float16, torch.bfloat16):
+        assert fingerprints_match(fingerprint, target_fingerprint(tiny_target().to(dtype)))
+    assert not fingerprints_match(fingerprint, target_fingerprint(tiny_target(seed=1)))
+
+
+# ---------------------------------------------------------------- training
+
+
+@functools.cache
+def corpus_and_tokenizer():
+    corpus = training_corpus(60, seed=3)
+    return corpus, train_tokenizer([format_example(e) for e in corpus], vocab_size=300)
+
+
+def test_the_loss_mask_covers_exactly_the_reply_tokens_and_their_eos():
+    corpus, tokenizer = corpus_and_tokenizer()
+    example = [("Hi there", "Hello again"), ("How are you?", "Fine.")]
+    ((ids, mask),) = encode_corpus(tokenizer, [example])
+    predicted = ids[1:][mask[:-1]]  # the tokens the masked positions are trained to predict
+    assert tokenizer.decode(predicted) == f"Hello again{EOS}Fine.{EOS}"
+    tokens = tokenizer.convert_ids_to_tokens(ids.tolist())
+    assert tokens[int(mask.nonzero()[0])] == ASSISTANT  # the first prediction is made at <|assistant|>
+    assert not mask[-1]
+
+
+def test_strings_and_examples_give_the_same_training_data():
+    corpus, tokenizer = corpus_and_tokenizer()
+    a = encode_corpus(tokenizer, corpus[:5])
+    b = encode_corpus(tokenizer, [format_example(e) for e in corpus[:5]])
+    assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b, strict=True))
+
+
+def test_training_reduces_the_held_out_loss_and_changes_only_the_adapter():
+    corpus, tokenizer = corpus_and_tokenizer()
+    target = tiny_target(vocab=len(tokenizer))
+    before = {name: tensor.clone() for name, tensor in target.state_dict().items()}
+    records = []
+    adapter, history = train_adapter(
+        target,
+        tokenizer,
+        corpus,
+        1,
+        steps=30,
+        batch_size=4,
+        lr=3e-3,
+        warmup=5,
+        eval_every=10,
+        progress=False,
+        max_length=128,
+        callback=records.append,
+    )
+    assert [r["step"] for r in history] == [0, 10, 20, 30]
+    assert records == history
+    assert set(history[-1]) == {"step", "train_loss", "held_out_loss", "top1", "acceptance", "lr"}
+    assert history[-1]["held_out_loss"] < history[0]["held_out_loss"] - 0.02
+    assert history[-1]["acceptance"] > history[0]["acceptance"]
+    assert all(torch.equal(before[name], tensor) for name, tensor in target.state_dict().items())
+    assert all(p.requires_grad for p in target.parameters())  # restored after training
+    assert not adapter.training
+    # The trained adapter is still lossless, and drafts better.
+    prompt = encode_corpus(tokenizer, corpus[:1])[0][0][:20]
+    untrained = KangarooAdapter.from_target(target, 1)
+    trained = kangaroo(target, adapter, prompt, 24)
+    assert trained.tokens == kangaroo(target, untrained, prompt, 24).tokens
+    held_out = corpus[-10:]
+    assert (
+        evaluate_drafter(target, tokenizer, held_out, 1, adapter)["acceptance"]
+        > evaluate_drafter(target, tokenizer, held_out, 1, untrained)["acceptance"]
+    )
+
+
+def test_training_is_reproducible_with_a_seed():
+    corpus, tokenizer = corpus_and_tokenizer()
+    target = tiny_target(vocab=len(tokenizer))
+    run = functools.partial(
+        train_adapter,
+        target,
+        tokenizer,
+        corpus[:20],
+        1,
+        steps=4,
+        batch_size=4,
+        eval_every=2,
+        progress=False,
+        max_length=64,
+    )
+    assert run(seed=1)[1] == run(seed=1)[1]
+
+
+def test_evaluating_without_an_adapter_exits_straight_into_the_head():
+    corpus, tokenizer = corpus_and_tokenizer()
+    target = tiny_target(vocab=len(tokenizer))
+    metrics = evaluate_drafter(target, tokenizer, corpus[:5], 2)
+    assert set(metrics) == {"held_out_loss", "top1", "acceptance"}
+    assert 0 <= metrics["top1"] <= 1 and 0 <= metrics["acceptance"] <= 1
+
+
+def test_training_rejects_bad_input():
+    corpus, tokenizer = corpus_and_tokenizer()
+    target = tiny_target(vocab=len(tokenizer))
+    with pytest.raises(ValueError, match="exit_layer"):
+        train_adapter(target, tokenizer, corpus, 3, steps=1, progress=False)
+    with pytest.raises(ValueError, match="exits after layer 2"):
+        train_adapter(
+            target, tokenizer, corpus, 1, steps=1, progress=False, adapter=KangarooAdapter.from_target(target, 2)
+        )
+    with pytest.raises(ValueError, match="at least 2"):
+        train_adapter(target, tokenizer, corpus[:1], 1, steps=1, progress=False)
+    with pytest.raises(ValueError, match="steps"):
+        train_adapter(target, tokenizer, corpus, 1, steps=0, progress=False)
+    with pytest.raises(ValueError, match="another target"):
+        train_adapter(
+            target,
+            tokenizer,
+            corpus,
+            1,
+            steps=1,
+            progress=False,
+            adapter=KangarooAdapter.from_target(tiny_target(layers=4, vocab=len(tokenizer)), 1),
+        )

@@ -1,0 +1,88 @@
+"""The benchmark runner on tiny random models: results.json, the HTML report, the lossless check."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from helpers import tiny_model
+
+from kangaroo_lite.adapter import KangarooAdapter
+from kangaroo_lite.bench import BenchConfig, mismatches, resolve_device, run_bench, write_results
+from kangaroo_lite.cli import main
+from kangaroo_lite.methods import OURS, PEERS
+from kangaroo_lite.models import DATA_DIR
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """A data folder shaped like data/, with tiny random models over the real tokenizer."""
+    root = tmp_path_factory.mktemp("data")
+    shutil.copytree(DATA_DIR / "tokenizer", root / "tokenizer")
+    shutil.copy(DATA_DIR / "question.jsonl", root / "question.jsonl")
+    target = tiny_model(layers=4, vocab=4096, seed=1, sharpness=3.0)
+    draft = tiny_model(layers=1, vocab=4096, seed=2, sharpness=3.0)
+    target.save_pretrained(root / "models" / "target")
+    draft.save_pretrained(root / "models" / "draft")
+    KangarooAdapter.from_target(target, 2).save_pretrained(root / "models" / "adapter")
+    return root
+
+
+@pytest.fixture(scope="module")
+def results(tiny_data):
+    cfg = BenchConfig.quick(data_dir=str(tiny_data), questions_per_subtask=1, max_new_tokens=8, repeats=1)
+    return run_bench(cfg, progress=False)
+
+
+def test_every_method_is_summarised_with_per_subtask_figures(results):
+    assert set(results["summary"]) == set(OURS + PEERS)
+    for name, summary in results["summary"].items():
+        assert summary["speedup"] > 0 and summary["tokens_per_second"] > 0, name
+        assert set(summary["per_subtask"]) == {"mt_bench", "translation", "summarization", "qa",
+                                               "math_reasoning", "rag"}
+    assert results["baseline"] in ("autoregressive", "hf_greedy")
+    assert results["summary"][results["baseline"]]["speedup"] == pytest.approx(1.0)
+
+
+def test_lossless_methods_match_the_baseline_and_mismatches_are_reported(results):
+    assert mismatches(results) == []
+    assert all(results["summary"][m]["identical_to_baseline"] for m in ("speculative", "kangaroo", "hf_assisted"))
+    broken = json.loads(json.dumps(results))
+    broken["summary"]["kangaroo"]["identical_to_baseline"] = False
+    assert mismatches(broken) == ["kangaroo"]
+
+
+def test_question_records_look_like_spec_bench_answers(results):
+    record = results["questions"][0]
+    assert {"question_id", "category", "turn", "method", "new_tokens", "wall_time", "decoding_steps",
+            "accept_lengths"} <= set(record)
+    turns = {r["turn"] for r in results["questions"] if r["category"] == "mt_bench"}
+    assert turns == {0, 1}  # both turns of the conversation are benchmarked
+
+
+def test_results_json_and_a_self_contained_html_report_are_written(results, tmp_path):
+    path = write_results(results, tmp_path)
+    assert json.loads(path.read_text())["summary"].keys() == results["summary"].keys()
+    report = (tmp_path / "report.html").read_text()
+    assert "Plotly.newPlot" in report  # plotly.js is inlined ...
+    assert '<script src="http' not in report.replace("'", '"')  # ... and nothing is fetched from a CDN
+    assert report.count('class="plotly-graph-div"') == 3
+
+
+def test_the_device_option_is_honoured():
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="device"):
+        resolve_device("tpu")
+
+
+def test_cli_bench_writes_results_and_refuses_to_overwrite(tiny_data, tmp_path, capsys):
+    args = ["bench", "--quick", "--data-dir", str(tiny_data), "--methods", "speculative", "--subtasks", "qa",
+            "--max-new-tokens", "6", "--out", str(tmp_path)]
+    main(args)
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert set(data["summary"]) == {"autoregressive", "speculative"}
+    with pytest.raises(SystemExit, match="already exists"):
+        main(args)
