@@ -35,6 +35,19 @@ train-models: $(STAMP)  ## reproduce the shipped target and draft (about an hour
 	$(BIN)/kangaroo-lite train-model --shape target --out data/models/target --force
 	$(BIN)/kangaroo-lite train-model --shape draft --out data/models/draft --force
 
+bench: $(STAMP)  ## the mini Spec-Bench of every method (about 10 minutes here); DEVICE=cuda on a GPU
+	$(BIN)/kangaroo-lite bench --device $(DEVICE)
+
+bench-quick: $(STAMP)  ## a smoke-sized benchmark (under 2 minutes)
+	$(BIN)/kangaroo-lite bench --quick --device $(DEVICE)
+
+GRID ?= experiments/threshold.yaml
+sweep: $(STAMP)  ## papermill runs over a grid: make sweep GRID=experiments/exit_layer.yaml
+	$(BIN)/kangaroo-lite sweep $(GRID)
+
+train-adapter: $(STAMP)  ## reproduce the shipped Kangaroo adapter (a few minutes)
+	$(BIN)/kangaroo-lite train-adapter --force
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check kangaroo_lite tests

@@ -46,6 +46,8 @@ class BenchConfig:
     tokenizer: str = ""
     adapter: str = ""
     options: dict[str, dict] = field(default_factory=dict)
+    temperature: float = 0.0
+    seed: int = 0
 
     @classmethod
     def quick(cls, **overrides) -> BenchConfig:
@@ -90,7 +92,7 @@ def _extra_parameters(models: DefaultModels, method: str) -> int:
 
 def _method_summary(name: str, timing: MethodTiming, base: MethodTiming, baseline_tokens: list[list[int]],
                     groups: dict[str, list[int]], models: DefaultModels, costs: dict[str, float],
-                    options: dict) -> dict:
+                    options: dict, greedy: bool) -> dict:
     results = [p.result for p in timing.prompts]
     steps = [s for r in results for s in r.steps]
     forwards = sum(r.target_forwards for r in results)
@@ -102,7 +104,7 @@ def _method_summary(name: str, timing: MethodTiming, base: MethodTiming, baselin
         "tokens_per_second_spread": timing.spread(),
         "mean_accepted": tokens / forwards if forwards else None,
         "target_forwards_per_token": forwards / tokens if forwards else None,
-        "identical_to_baseline": all(identical) if name in LOSSLESS or name in BASELINES else None,
+        "identical_to_baseline": all(identical) if greedy and (name in LOSSLESS or name in BASELINES) else None,
         "mismatched_prompts": [i for i, same in enumerate(identical) if not same],
         "cpu_seconds_per_token": timing.cpu_seconds_per_token,
         "extra_parameters": _extra_parameters(models, name),
@@ -135,20 +137,26 @@ def _cost_ratios(models: DefaultModels, methods: list[str], prompt: torch.Tensor
     return costs
 
 
-def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
-    """Run the benchmark and return the results dict (summary, questions, environment)."""
+def load_bench_models(cfg: BenchConfig) -> DefaultModels:
+    """The models a config names (its paths, else the data folder's), on its device and dtype."""
     device = resolve_device(cfg.device)
     dtype = getattr(torch, cfg.dtype, None)
     if not isinstance(dtype, torch.dtype):
         raise ValueError(f"unknown dtype {cfg.dtype!r}")
     data = Path(cfg.data_dir)
     adapter = cfg.adapter or (data / "models" / "adapter" if (data / "models" / "adapter").is_dir() else None)
-    models = load_models(cfg.target or data / "models" / "target", cfg.draft or data / "models" / "draft",
-                         cfg.tokenizer or data / "tokenizer", adapter, device, dtype)
+    return load_models(cfg.target or data / "models" / "target", cfg.draft or data / "models" / "draft",
+                       cfg.tokenizer or data / "tokenizer", adapter, device, dtype)
+
+
+def run_bench(cfg: BenchConfig, models: DefaultModels | None = None, progress: bool = True) -> dict:
+    """Run the benchmark (on `models`, or those `cfg` names) and return the results dict."""
+    models = models or load_bench_models(cfg)
+    device = models.target.device
     questions = read_questions(cfg.questions or Path(cfg.data_dir) / "question.jsonl")
     prompts = bench_prompts(models, questions, cfg.subtasks, cfg.questions_per_subtask)
     methods = list(dict.fromkeys(["autoregressive", *cfg.methods]))  # our baseline always runs
-    runners = method_runners(models, cfg.max_new_tokens, methods, cfg.options)
+    runners = method_runners(models, cfg.max_new_tokens, methods, cfg.options, cfg.temperature, cfg.seed)
     bar = tqdm(total=len(prompts), desc="bench", unit="prompt", disable=not progress)
     timings = interleaved(runners, [ids for _, _, ids in prompts], cfg.repeats, progress=bar.update)
     bar.close()
@@ -162,7 +170,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
     costs = _cost_ratios(models, methods, prompts[0][2])
     summary = {
         name: _method_summary(name, timings[name], timings[baseline], reference, groups, models, costs,
-                              {**DEFAULT_OPTIONS.get(name, {}), **cfg.options.get(name, {})})
+                              {**DEFAULT_OPTIONS.get(name, {}), **cfg.options.get(name, {})}, cfg.temperature == 0)
         for name in methods
     }
     records = []
@@ -178,7 +186,8 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
             })
     return {
         "config": asdict(cfg), "baseline": baseline, "summary": summary, "questions": records,
-        "environment": {"device": str(device), "device_name": _device_name(device), "dtype": cfg.dtype,
+        "environment": {"device": str(device), "device_name": _device_name(device),
+                        "dtype": str(models.target.dtype).removeprefix("torch."),
                         "torch": torch.__version__, "python": platform.python_version(),
                         "threads": torch.get_num_threads(), "date": datetime.now().isoformat(timespec="seconds"),
                         "target_parameters": models.target.num_parameters()},

@@ -63,6 +63,27 @@ def cmd_train_model(args: argparse.Namespace) -> None:
     print(f"final loss {sum(losses[-20:]) / len(losses[-20:]):.4f}; saved to {out}")
 
 
+def cmd_train_adapter(args: argparse.Namespace) -> None:
+    """Train a Kangaroo adapter for a target on the corpus and save it."""
+    from .adapter import train_adapter
+    from .models import check_tokenizer_matches, load_model, load_tokenizer
+
+    out = Path(args.out)
+    _refuse_overwrite(out, args.force)
+    tokenizer = load_tokenizer(args.tokenizer)
+    target = load_model(args.target)
+    check_tokenizer_matches(tokenizer, target)
+    corpus = training_corpus(args.examples, seed=args.seed + 1000)  # not the target's training draw
+    adapter, history = train_adapter(target, tokenizer, corpus, args.exit_layer, steps=args.steps,
+                                     batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    adapter.save_pretrained(out)
+    (out / "training.json").write_text(json.dumps(history, indent=1))
+    last = history[-1]
+    print(f"adapter: {adapter.num_parameters():,} parameters ({100 * adapter.fraction_of(target):.1f}% of the "
+          f"target); held-out loss {last['held_out_loss']:.3f}, top-1 {last['top1']:.3f}, "
+          f"expected acceptance {last['acceptance']:.3f}; saved to {out}")
+
+
 def cmd_eval_model(args: argparse.Namespace) -> None:
     """Greedy exact-answer accuracy per subtask and held-out perplexity of one or more models."""
     from .evaluation import evaluate_accuracy, held_out_perplexity
@@ -129,6 +150,19 @@ def cmd_bench(args: argparse.Namespace) -> None:
         sys.exit(f"LOSSLESS CHECK FAILED: {', '.join(wrong)} differ from the baseline's greedy output")
 
 
+def cmd_sweep(args: argparse.Namespace) -> None:
+    """Run a notebook over a parameter grid with papermill and collect the results."""
+    from datetime import datetime
+
+    from .sweep import print_sweep, run_sweep
+
+    out = Path(args.out or Path("results") / f"sweep-{Path(args.grid).stem}-{datetime.now():%Y%m%d-%H%M%S}")
+    _refuse_overwrite(out / "sweep.json", args.force)
+    rows = run_sweep(args.grid, out)
+    print_sweep(rows)
+    print(f"wrote {out / 'sweep.json'} and {out / 'sweep.html'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="kangaroo-lite", description=__doc__)
@@ -164,6 +198,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--force", action="store_true", help="overwrite a finished model")
     train.set_defaults(func=cmd_train_model)
 
+    adapt = sub.add_parser("train-adapter", help="train a Kangaroo adapter for a target")
+    adapt.add_argument("--target", default=str(DATA_DIR / "models" / "target"))
+    adapt.add_argument("--tokenizer", default=str(DATA_DIR / "tokenizer"))
+    adapt.add_argument("--out", default=str(DATA_DIR / "models" / "adapter"))
+    adapt.add_argument("--exit-layer", type=int, default=2)
+    adapt.add_argument("--examples", type=int, default=6000)
+    adapt.add_argument("--steps", type=int, default=600)
+    adapt.add_argument("--batch-size", type=int, default=16)
+    adapt.add_argument("--lr", type=float, default=1e-3)
+    adapt.add_argument("--seed", type=int, default=0)
+    adapt.add_argument("--force", action="store_true", help="overwrite an existing adapter")
+    adapt.set_defaults(func=cmd_train_adapter)
+
     evaluate = sub.add_parser("eval-model", help="accuracy per subtask and perplexity")
     evaluate.add_argument("models", nargs="*", default=[str(DATA_DIR / "models" / "target"),
                                                         str(DATA_DIR / "models" / "draft")])
@@ -196,6 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", help="output folder (default results/<timestamp>/)")
     bench.add_argument("--force", action="store_true", help="overwrite an existing results.json")
     bench.set_defaults(func=cmd_bench)
+    sweep = sub.add_parser("sweep", help="run a notebook over a parameter grid (papermill)")
+    sweep.add_argument("grid", help="a YAML grid file, e.g. experiments/threshold.yaml")
+    sweep.add_argument("--out", help="output folder (default results/sweep-<name>-<timestamp>/)")
+    sweep.add_argument("--force", action="store_true", help="overwrite an existing sweep.json")
+    sweep.set_defaults(func=cmd_sweep)
     return parser
 
 

@@ -6,7 +6,8 @@ from rich.console import Console
 from rich.table import Table
 
 from .corpus import SUBTASKS, read_questions
-from .methods import method_runners
+from .decoding.autoregressive import autoregressive
+from .methods import OURS, method_runners
 from .models import DATA_DIR, encode_chat, load_default
 from .viz import rich_legend, tokens_rich
 
@@ -15,7 +16,9 @@ def run_demo(max_new_tokens: int = 64, subtasks: list[str] | tuple[str, ...] = S
     """Print each method's generation and a tokens/s, speedup and #MAT table."""
     console = Console()
     models = load_default()
-    runners = method_runners(models)
+    methods = [m for m in OURS if m != "kangaroo" or models.adapter is not None]
+    runners = method_runners(models, max_new_tokens, methods)
+    warmups = method_runners(models, 8, methods)
     questions = read_questions(DATA_DIR / "question.jsonl")
     console.print(f"[bold]kangaroo_lite demo[/] — methods: {', '.join(runners)}; "
                   f"target {models.target.num_parameters() / 1e6:.1f}M, draft "
@@ -29,16 +32,17 @@ def run_demo(max_new_tokens: int = 64, subtasks: list[str] | tuple[str, ...] = S
         ids = encode_chat(models.tokenizer, record["turns"][0])
         console.rule(f"[bold]{subtask}[/]")
         console.print(record["turns"][0], style="dim")
-        for run in runners.values():  # warm-up, so the first timed method is not penalised
-            run(ids, 8)
+        for run in warmups.values():  # warm-up, so the first timed method is not penalised
+            run(ids)
         baseline = None
         for name, run in runners.items():
-            result = run(ids, max_new_tokens)
+            result = run(ids)
             baseline = baseline or result.tokens_per_second
             console.print(f"[bold]{name}[/]: ", tokens_rich(models.tokenizer, result))
             table.add_row(subtask, name, str(len(result.tokens)), f"{result.tokens_per_second:.0f}",
                           f"{result.tokens_per_second / baseline:.2f}x", f"{result.mean_accepted:.2f}")
-        sampled = runners["autoregressive"](ids, max_new_tokens, temperature=0.8, seed=seed)
+        sampled = autoregressive(models.target, ids, max_new_tokens, temperature=0.8, seed=seed,
+                                 tokenizer=models.tokenizer)
         console.print(f"[bold]autoregressive, sampled (T=0.8, seed {seed})[/]: {sampled.text}")
         table.add_row(subtask, "autoregressive T=0.8", str(len(sampled.tokens)),
                       f"{sampled.tokens_per_second:.0f}", f"{sampled.tokens_per_second / baseline:.2f}x",
