@@ -46,19 +46,25 @@ def cmd_train_model(args: argparse.Namespace) -> None:
     import torch
     from transformers import LlamaForCausalLM
 
-    from .models import load_tokenizer
+    from .corpus import FINE_TUNING_MIXTURE, PRETRAINING_MIXTURE
+    from .models import load_model, load_tokenizer
     from .training import TrainConfig, model_config, train_model
 
     out = Path(args.out)
     if (out / "model.safetensors").exists() and not args.force:
         raise SystemExit(f"{out} already holds a model; pass --force to overwrite it")
     tokenizer = load_tokenizer(args.tokenizer)
-    texts = [format_example(e) for e in training_corpus(args.examples, seed=args.seed)]
+    mixture = PRETRAINING_MIXTURE if args.mixture == "pretraining" else FINE_TUNING_MIXTURE
+    texts = [format_example(e) for e in training_corpus(args.examples, seed=args.seed, mixture=mixture)]
     torch.manual_seed(args.seed)
-    model = LlamaForCausalLM(model_config(args.shape, tokenizer))
+    if args.init:  # a further training stage on an existing model
+        model = load_model(args.init)
+        model.train()
+    else:
+        model = LlamaForCausalLM(model_config(args.shape, tokenizer))
     print(f"{args.shape}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
-                      seed=args.seed, checkpoint_every=args.checkpoint_every)
+                      warmup=args.warmup, seed=args.seed, checkpoint_every=args.checkpoint_every)
     losses = train_model(model, tokenizer, texts, out, cfg, resume=not args.no_resume)
     print(f"final loss {sum(losses[-20:]) / len(losses[-20:]):.4f}; saved to {out}")
 
@@ -109,14 +115,14 @@ def _print_eval(report: dict, subtasks: list[str]) -> None:
     from rich.table import Table
 
     table = Table(title="exact-answer accuracy (greedy) and held-out perplexity")
-    table.add_column("model")
+    table.add_column("model", no_wrap=True)
     for s in subtasks:
-        table.add_column(s, justify="right")
-    table.add_column("perplexity", justify="right")
+        table.add_column(s, justify="right", no_wrap=True)
+    table.add_column("perplexity", justify="right", no_wrap=True)
     for path, row in report.items():
         cells = [f"{100 * row['accuracy'].get(s, float('nan')):.1f}%" for s in subtasks]
-        table.add_row(path, *cells, f"{row['perplexity']:.3f}")
-    Console().print(table)
+        table.add_row(Path(path).name, *cells, f"{row['perplexity']:.3f}")
+    Console(width=max(100, 16 * (len(subtasks) + 2))).print(table)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -192,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=16)
     train.add_argument("--seq-len", type=int, default=256)
     train.add_argument("--lr", type=float, default=2e-3)
+    train.add_argument("--warmup", type=int, default=100)
+    train.add_argument("--init", help="continue from this model (a second training stage)")
+    train.add_argument("--mixture", choices=["pretraining", "fine-tuning"], default="pretraining",
+                       help="subtask proportions of the generated corpus")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--checkpoint-every", type=int, default=200)
     train.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")

@@ -208,7 +208,7 @@ def _qa(rng: random.Random, world: World) -> Example:
 def _math(rng: random.Random, world: World) -> Example:
     person = rng.choice(world.people).name.split()[0]
     item = rng.choice(["apples", "coins", "books", "pens", "eggs", "stones", "cards"])
-    start, more = rng.randint(2, 30), rng.randint(2, 20)
+    start, more = rng.randint(2, 20), rng.randint(2, 15)
     total = start + more
     away = rng.randint(1, total - 1)
     left = total - away
@@ -242,7 +242,7 @@ def _rag(rng: random.Random, world: World) -> Example:
     ]
     target = rng.randrange(3)
     question = f"{' '.join(passages)}\nQuestion: What is the favourite {attribute} of {names[target]}?"
-    reply = f"According to passage {target + 1}, the favourite {attribute} of {names[target]} is {answers[target]}."
+    reply = f"The favourite {attribute} of {names[target]} is {answers[target]}."
     return [(question, reply)]
 
 
@@ -298,12 +298,23 @@ def format_example(example: Example) -> str:
     return format_prompt(example[:-1], example[-1][0]) + example[-1][1] + EOS
 
 
-def training_corpus(num_examples: int, seed: int = 0, world: World | None = None) -> list[Example]:
-    """A shuffled training corpus: the six subtasks plus world facts, in fixed proportions."""
+PRETRAINING_MIXTURE = {"mt_bench": 3, "translation": 3, "summarization": 2, "qa": 3, "math_reasoning": 4,
+                       "rag": 3, "facts": 2}
+# The second training stage of the shipped target: more of the two skills that need most practice
+# (copying from a passage, arithmetic), with the rest kept so nothing is forgotten.
+FINE_TUNING_MIXTURE = {"mt_bench": 2, "translation": 2, "summarization": 2, "qa": 2, "math_reasoning": 6,
+                       "rag": 6, "facts": 2}
+
+
+def training_corpus(num_examples: int, seed: int = 0, world: World | None = None,
+                    mixture: dict[str, float] | None = None) -> list[Example]:
+    """A shuffled training corpus: the six subtasks plus world facts, drawn in `mixture` proportions."""
     world = world or build_world()
     rng = random.Random(seed)
-    weights = {"mt_bench": 3, "translation": 3, "summarization": 2, "qa": 3, "math_reasoning": 4,
-               "rag": 3, "facts": 2}
+    weights = mixture or PRETRAINING_MIXTURE
+    unknown = set(weights) - set(SUBTASKS) - {"facts"}
+    if unknown:
+        raise ValueError(f"unknown subtasks in the mixture: {sorted(unknown)}")
     kinds = rng.choices(list(weights), weights=list(weights.values()), k=num_examples)
     return [generate_example(kind, rng, world) for kind in kinds]
 

@@ -73,31 +73,31 @@ def method_runners(models: DefaultModels, max_new_tokens: int, methods: list[str
                    options: dict[str, dict] | None = None, temperature: float = 0.0,
                    seed: int | None = 0) -> dict[str, Runner]:
     """name → runner for each requested method; `options` override `DEFAULT_OPTIONS` per method."""
-    opts = {name: {**DEFAULT_OPTIONS.get(name, {}), **(options or {}).get(name, {})} for name in methods}
-    target, draft, adapter, tok = models.target, models.draft, models.adapter, models.tokenizer
-    sampling = {"temperature": temperature, "seed": seed}
-    exit_layer = adapter.exit_layer if adapter is not None else 2
-    factories: dict[str, Callable[[], Runner]] = {
-        "autoregressive": lambda: lambda ids: autoregressive(target, ids, max_new_tokens, tokenizer=tok, **sampling),
-        "speculative": lambda: lambda ids: speculative(target, draft, ids, max_new_tokens, tokenizer=tok,
-                                                       **sampling, **opts["speculative"]),
-        "kangaroo": lambda: lambda ids: kangaroo(target, adapter, ids, max_new_tokens, tokenizer=tok,
-                                                 **sampling, **opts["kangaroo"]),
-        "hf_greedy": lambda: lambda ids: hf_generate(target, ids, max_new_tokens, "hf_greedy"),
-        "hf_assisted": lambda: lambda ids: hf_generate(target, ids, max_new_tokens, "hf_assisted",
-                                                       assistant_model=draft),
-        "hf_prompt_lookup": lambda: lambda ids: hf_generate(target, ids, max_new_tokens, "hf_prompt_lookup",
-                                                            **opts["hf_prompt_lookup"]),
-        "hf_early_exit": lambda: lambda ids: hf_generate(target, ids, max_new_tokens, "hf_early_exit",
-                                                         count_forwards=False,
-                                                         assistant_early_exit=opts.get("hf_early_exit", {}).get(
-                                                             "exit_layer", exit_layer)),
-    }
-    unknown = [m for m in methods if m not in factories]
+    known = OURS + PEERS
+    unknown = [m for m in methods if m not in known]
     if unknown:
-        raise ValueError(f"unknown methods {unknown}; available: {sorted(factories)}")
-    if "kangaroo" in methods and adapter is None:
+        raise ValueError(f"unknown methods {unknown}; available: {list(known)}")
+    if "kangaroo" in methods and models.adapter is None:
         raise ValueError("kangaroo needs a trained adapter: none was found in data/models/adapter")
     if temperature > 0 and any(m in PEERS for m in methods):
         raise ValueError("the Hugging Face peers are benchmarked greedy only (temperature 0)")
-    return {name: factories[name]() for name in methods}
+    opts = {name: {**DEFAULT_OPTIONS.get(name, {}), **(options or {}).get(name, {})} for name in methods}
+    target, tok = models.target, models.tokenizer
+    common = {"tokenizer": tok, "temperature": temperature, "seed": seed}
+    early_exit = opts.get("hf_early_exit", {}).get("exit_layer") or getattr(models.adapter, "exit_layer", 2)
+
+    def runner(name: str) -> Runner:
+        if name == "autoregressive":
+            return lambda ids: autoregressive(target, ids, max_new_tokens, **common)
+        if name == "speculative":
+            return lambda ids: speculative(target, models.draft, ids, max_new_tokens, **common, **opts[name])
+        if name == "kangaroo":
+            return lambda ids: kangaroo(target, models.adapter, ids, max_new_tokens, **common, **opts[name])
+        if name == "hf_assisted":
+            return lambda ids: hf_generate(target, ids, max_new_tokens, name, assistant_model=models.draft)
+        if name == "hf_early_exit":
+            return lambda ids: hf_generate(target, ids, max_new_tokens, name, count_forwards=False,
+                                           assistant_early_exit=early_exit)
+        return lambda ids: hf_generate(target, ids, max_new_tokens, name, **opts[name])  # hf_greedy, lookup
+
+    return {name: runner(name) for name in methods}

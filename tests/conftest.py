@@ -27,3 +27,15 @@ def questions():
     from kangaroo_lite.models import DATA_DIR
 
     return read_questions(DATA_DIR / "question.jsonl")
+
+
+@pytest.fixture(scope="session")
+def baseline_greedy(shipped, questions):
+    """Autoregressive greedy tokens of the shipped target for the first turn of every question."""
+    from kangaroo_lite import autoregressive, encode_chat
+
+    prompts = {q["question_id"]: encode_chat(shipped.tokenizer, q["turns"][0]) for q in questions}
+    return {qid: (ids, autoregressive(shipped.target, ids, LOSSLESS_TOKENS).tokens) for qid, ids in prompts.items()}
+
+
+LOSSLESS_TOKENS = 64  # new tokens per prompt: enough for every reference reply of the first turn

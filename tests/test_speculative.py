@@ -17,13 +17,6 @@ from kangaroo_lite import autoregressive, encode_chat
 from kangaroo_lite.decoding.speculative import speculative
 
 
-def test_greedy_output_identical_to_autoregressive_on_every_evaluation_prompt(shipped, questions):
-    for record in questions:
-        ids = encode_chat(shipped.tokenizer, record["turns"][0])
-        baseline = autoregressive(shipped.target, ids, 48).tokens
-        assert speculative(shipped.target, shipped.draft, ids, 48).tokens == baseline, record["question_id"]
-
-
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 @settings(max_examples=12, deadline=None)
 @given(prompt_length=st.integers(1, 12), k=st.integers(1, 7), new=st.integers(1, 30),
