@@ -3,6 +3,7 @@
 from .adapter import KangarooAdapter, evaluate_drafter, train_adapter
 from .decoding.autoregressive import autoregressive
 from .decoding.kangaroo import kangaroo
+from .decoding.mtad import mtad
 from .decoding.speculative import speculative
 from .models import (
     DefaultModels,
@@ -25,6 +26,7 @@ __all__ = [
     "load_default",
     "load_model",
     "load_tokenizer",
+    "mtad",
     "speculative",
     "train_adapter",
 ]

@@ -15,6 +15,7 @@ from transformers import PreTrainedModel
 from .checks import eos_id
 from .decoding.autoregressive import autoregressive
 from .decoding.kangaroo import kangaroo
+from .decoding.mtad import mtad
 from .decoding.speculative import speculative
 from .models import DefaultModels
 from .result import DecodingResult, Step
@@ -22,6 +23,7 @@ from .result import DecodingResult, Step
 Runner = Callable[[torch.Tensor], DecodingResult]
 
 OURS = ("autoregressive", "speculative", "kangaroo")
+SAMPLING_ONLY = ("mtad", "mmtad")  # multi-token joint decoding approximations: temperature > 0
 PEERS = ("hf_greedy", "hf_assisted", "hf_prompt_lookup", "hf_early_exit")
 LOSSLESS = ("speculative", "kangaroo", "hf_greedy", "hf_assisted", "hf_prompt_lookup", "hf_early_exit")
 DEFAULT_OPTIONS: dict[str, dict] = {
@@ -73,7 +75,7 @@ def method_runners(models: DefaultModels, max_new_tokens: int, methods: list[str
                    options: dict[str, dict] | None = None, temperature: float = 0.0,
                    seed: int | None = 0) -> dict[str, Runner]:
     """name → runner for each requested method; `options` override `DEFAULT_OPTIONS` per method."""
-    known = OURS + PEERS
+    known = OURS + SAMPLING_ONLY + PEERS
     unknown = [m for m in methods if m not in known]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; available: {list(known)}")
@@ -81,6 +83,8 @@ def method_runners(models: DefaultModels, max_new_tokens: int, methods: list[str
         raise ValueError("kangaroo needs a trained adapter: none was found in data/models/adapter")
     if temperature > 0 and any(m in PEERS for m in methods):
         raise ValueError("the Hugging Face peers are benchmarked greedy only (temperature 0)")
+    if temperature == 0 and any(m in SAMPLING_ONLY for m in methods):
+        raise ValueError("mtad and mmtad are sampling methods: give a temperature > 0")
     opts = {name: {**DEFAULT_OPTIONS.get(name, {}), **(options or {}).get(name, {})} for name in methods}
     target, tok = models.target, models.tokenizer
     common = {"tokenizer": tok, "temperature": temperature, "seed": seed}
@@ -91,6 +95,9 @@ def method_runners(models: DefaultModels, max_new_tokens: int, methods: list[str
             return lambda ids: autoregressive(target, ids, max_new_tokens, **common)
         if name == "speculative":
             return lambda ids: speculative(target, models.draft, ids, max_new_tokens, **common, **opts[name])
+        if name in SAMPLING_ONLY:
+            return lambda ids: mtad(target, models.draft, ids, max_new_tokens, multi_candidate=name == "mmtad",
+                                    **common, **opts[name])
         if name == "kangaroo":
             return lambda ids: kangaroo(target, models.adapter, ids, max_new_tokens, **common, **opts[name])
         if name == "hf_assisted":

@@ -54,6 +54,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         raise ValueError(f"{path} holds a {config.model_type!r} model, which is not a causal language model")
+    if not any(path.glob("*.safetensors")) and not any(path.glob("pytorch_model*.bin")):
+        raise FileNotFoundError(f"{path} has no weights (*.safetensors or pytorch_model*.bin)")
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
     return model.to(device).eval()
 

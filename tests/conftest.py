@@ -9,7 +9,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # small models: one thread avoids oversubscription and is faster
 
 
 @pytest.fixture(scope="session")

@@ -63,9 +63,11 @@ def test_summaries_restate_the_documents_key_facts():
 
 def test_rag_answer_is_copied_from_the_passage_the_question_names(questions):
     for q in (q for q in questions if q["category"] == "rag"):
-        passage_number = int(q["reference"][0].split("passage ")[1].split(",")[0])
-        passage = q["turns"][0].split("Passage ")[passage_number].split(".")[0]
-        assert passage.endswith(f"is {q['answer']}")
+        passages, question = q["turns"][0].split("\nQuestion: ")
+        name = question.rstrip("?").split(" of ")[-1]
+        passage = next(p for p in passages.split("Passage ")[1:] if f" of {name} is " in p)
+        assert passage.rstrip(". ").endswith(f"is {q['answer']}")
+        assert q["answer"] in q["reference"][0] and name in q["reference"][0]
 
 
 def test_math_solutions_are_arithmetically_right(questions):

@@ -2,7 +2,7 @@
 
 import pytest
 from helpers import tiny_model
-from transformers import BertConfig
+from transformers import ViTConfig
 
 from kangaroo_lite import load_default, load_model, load_tokenizer
 from kangaroo_lite.models import DATA_DIR, check_same_vocabulary, check_tokenizer_matches
@@ -16,7 +16,7 @@ def test_load_default_returns_tokenizer_target_draft_offline(shipped):
 
 
 def test_shipped_weights_stay_under_60_megabytes():
-    size = sum(p.stat().st_size for p in (DATA_DIR / "models").rglob("*.safetensors"))
+    size = sum(p.stat().st_size for p in (DATA_DIR / "models").glob("*/model.safetensors"))
     assert 0 < size < 60e6
 
 
@@ -38,9 +38,14 @@ def test_a_missing_model_path_is_a_clear_error(tmp_path):
 
 
 def test_a_checkpoint_that_is_not_a_causal_lm_is_rejected(tmp_path):
-    BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
-               intermediate_size=8).save_pretrained(tmp_path)
+    ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="not a causal language model"):
+        load_model(tmp_path)
+
+
+def test_a_checkpoint_without_weights_is_a_clear_error(tmp_path):
+    tiny_model().config.save_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no weights"):
         load_model(tmp_path)
 
 

@@ -20,13 +20,15 @@ from kangaroo_lite.decoding.speculative import speculative
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 @settings(max_examples=12, deadline=None)
 @given(prompt_length=st.integers(1, 12), k=st.integers(1, 7), new=st.integers(1, 30),
-       adaptive=st.booleans(), seed=st.integers(0, 10_000))
-def test_greedy_output_identical_to_autoregressive_on_random_models(arch, prompt_length, k, new, adaptive, seed):
+       adaptive=st.booleans(), confidence=st.sampled_from([0.0, 0.4, 1.0]), seed=st.integers(0, 10_000))
+def test_greedy_output_identical_to_autoregressive_on_random_models(arch, prompt_length, k, new, adaptive,
+                                                                    confidence, seed):
     target = tiny_model(arch, layers=3, seed=7, sharpness=3.0)
     draft = tiny_model(arch, layers=1, hidden=16, seed=8, sharpness=3.0)
     ids = torch.randint(3, 64, (1, prompt_length), generator=torch.Generator().manual_seed(seed))
     expected = autoregressive(target, ids, new).tokens
-    got = speculative(target, draft, ids, new, num_draft_tokens=k, adaptive_draft=adaptive)
+    got = speculative(target, draft, ids, new, num_draft_tokens=k, adaptive_draft=adaptive,
+                      confidence_threshold=confidence)
     assert got.tokens == expected
     assert len(got.tokens) <= new
 
@@ -71,6 +73,14 @@ def test_adaptive_draft_length_grows_after_full_acceptance():
     result = speculative(target, target, torch.tensor([[4, 5]]), 40, num_draft_tokens=2, adaptive_draft=True)
     lengths = [s.info["draft_length"] for s in result.steps if s.drafted]
     assert lengths[:3] == [2, 4, 6]
+
+
+def test_a_confidence_threshold_of_one_drafts_a_single_token_per_round():
+    target, draft = tiny_model(seed=17, sharpness=2.0), tiny_model(layers=1, seed=18, sharpness=2.0)
+    result = speculative(target, draft, torch.tensor([[4, 5]]), 20, num_draft_tokens=6, confidence_threshold=1.0)
+    assert {len(s.drafted) for s in result.steps if s.drafted} == {1}
+    with pytest.raises(ValueError, match="confidence_threshold"):
+        speculative(target, draft, torch.tensor([[4, 5]]), 5, confidence_threshold=1.5)
 
 
 @pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.7, 0.9)])

@@ -29,12 +29,18 @@ def probs_of(logits: torch.Tensor, tokens: list[int], temperature: float, top_p:
 class DraftModelProposer:
     """Proposes tokens with a small causal LM that keeps its own KV cache."""
 
-    def __init__(self, draft: PreTrainedModel, temperature: float, top_p: float, generator: torch.Generator):
+    def __init__(self, draft: PreTrainedModel, temperature: float, top_p: float, generator: torch.Generator,
+                 confidence_threshold: float = 0.0):
         self.model, self.temperature, self.top_p, self.generator = draft, temperature, top_p, generator
+        self.confidence_threshold = confidence_threshold
         self.cache = DynamicCache(config=draft.config)
 
     def propose(self, sequence: torch.Tensor, k: int) -> tuple[list[int], torch.Tensor, torch.Tensor]:
-        """Draft k tokens after `sequence`; returns them, their draft probs (k, V) and logits (k, V)."""
+        """Draft up to k tokens after `sequence`; returns them, their draft probs and logits (n, V).
+
+        Drafting stops early after a token whose top-1 draft probability (softmax of the
+        logits) is below `confidence_threshold`, as Hugging Face's assistant does.
+        """
         fresh = sequence[:, self.cache.get_seq_length():]  # tokens the draft has not cached yet
         drafted, probs, logits = [], [], []
         for _ in range(k):
@@ -44,6 +50,8 @@ class DraftModelProposer:
             drafted.append(token)
             probs.append(q)
             logits.append(row)
+            if self.confidence_threshold and torch.softmax(row.float(), -1).max() < self.confidence_threshold:
+                break
             fresh = torch.tensor([[token]], device=sequence.device)
         return drafted, torch.stack(probs), torch.stack(logits)
 
@@ -56,19 +64,23 @@ class DraftModelProposer:
 def speculative(target: PreTrainedModel, draft: PreTrainedModel, input_ids: torch.Tensor,
                 max_new_tokens: int, num_draft_tokens: int = 4, temperature: float = 0.0,
                 top_p: float = 1.0, seed: int | None = None, adaptive_draft: bool = False,
+                confidence_threshold: float = 0.0,
                 tokenizer: PreTrainedTokenizerBase | None = None) -> DecodingResult:
-    """Speculative decoding: lossless, greedy or sampled, with an optional adaptive draft length.
+    """Speculative decoding: lossless, greedy or sampled, with optional dynamic draft lengths.
 
     `adaptive_draft` applies Hugging Face's heuristic: +2 draft tokens after a round where all
-    were accepted, -1 (never below 1) otherwise.
+    were accepted, -1 (never below 1) otherwise. `confidence_threshold` stops a round's drafting
+    after a token the draft is less sure of (Hugging Face's `assistant_confidence_threshold`).
     """
     check_sampling(temperature, top_p)
     check_positive("num_draft_tokens", num_draft_tokens)
+    if not 0 <= confidence_threshold <= 1:
+        raise ValueError(f"confidence_threshold must be in [0, 1], got {confidence_threshold!r}")
     check_same_vocabulary(target, draft)
     ids = prepare_prompt(input_ids, target, max_new_tokens)
     generator = make_generator(seed, ids.device)
     recorder = Recorder("speculative", ids[0].tolist(), max_new_tokens, eos_id(target))
-    proposer = DraftModelProposer(draft, temperature, top_p, generator)
+    proposer = DraftModelProposer(draft, temperature, top_p, generator, confidence_threshold)
     cache = DynamicCache(config=target.config)
 
     # Prefill: the target reads the prompt and picks the first token itself.
@@ -91,7 +103,7 @@ def speculative(target: PreTrainedModel, draft: PreTrainedModel, input_ids: torc
         if drafted:
             step.draft_probs = probs_of(draft_logits, drafted, temperature, top_p)
             step.target_probs = probs_of(target_logits[:-1], drafted, temperature, top_p)
-            step.info["draft_length"] = budget
+            step.info["draft_length"] = len(drafted)
         kept = recorder.record(step)
         sequence = torch.cat([sequence, torch.tensor([kept], device=ids.device)], dim=1)
         truncate_cache(cache, context + accepted)

@@ -1,0 +1,411 @@
+"""MTAD: multi-token assisted decoding (Qin et al., ICLR 2025, arXiv 2407.09722).
+
+Speculative decoding keeps the *target's* single-token distribution; MTAD instead approximates
+multi-token joint decoding (MTJD): it prefers continuations whose joint likelihood is high.
+Each round:
+
+1. draft by **beam sampling**: the draft model keeps up to B beams; at every depth it samples
+   B distinct (beam, next token) pairs with probability proportional to their joint draft
+   probability q(x1..xd), and remembers each node's cumulative log q. Its KV cache holds one
+   row per beam, expanded after the first depth and reordered by parent as beams are chosen;
+2. verify in one target forward pass:
+   - MTAD (single candidate, the official `BatchMTADStrategy`): the final beam with the highest
+     joint draft probability is the candidate; one causal pass over [last token, candidate];
+   - MMTAD (`multi_candidate=True`, the official `TreeMTADStrategy`): every node of every depth
+     is scored at once with a tree attention mask (each node sees the context and its own
+     ancestors only) and position ids equal to its depth;
+3. accept on **joint likelihoods**: at depth d, a node passes when
+   log p(x1..xd) - max_j log q(x1..xd of node j at depth d) > log τ (for a single candidate
+   the max is over that candidate alone). The accepted length is the *deepest* passing depth
+   (shallower failures do not stop it); among the nodes passing there the highest target joint
+   probability wins. One more token is then sampled from the target at the next position, so
+   every round emits at least one token. The rule is a deterministic threshold, not the
+   rejection sampling of speculative decoding: MTAD is not lossless, by design.
+
+Invariant between rounds (as in `speculative`): the target's cache holds every token of
+`sequence` but the last; the draft's cache (batch 1) holds a prefix of `sequence`, and the
+tokens it lacks are its next input.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+from ..cache import truncate_cache
+from ..checks import check_positive, eos_id, prepare_prompt
+from ..models import check_same_vocabulary
+from ..result import DecodingResult, Recorder, Step
+from ..sampling import check_sampling, make_generator, sample, warp
+
+TREE_ATTENTION = ("eager", "sdpa")  # attention implementations that take a custom 4D float mask
+
+
+@dataclass
+class BeamTree:
+    """Every node the draft's beam sampling produced, depth by depth (depth d is list index d-1)."""
+
+    tokens: list[torch.Tensor] = field(default_factory=list)  # (w_d,) token ids
+    parents: list[torch.Tensor] = field(default_factory=list)  # (w_d,) index of the parent at depth d-1
+    token_logq: list[torch.Tensor] = field(default_factory=list)  # (w_d,) log q(x_d | context, x1..x_{d-1})
+    joint_logq: list[torch.Tensor] = field(default_factory=list)  # (w_d,) log q(x1..x_d | context)
+
+    @property
+    def depth(self) -> int:
+        """Number of drafted depths."""
+        return len(self.tokens)
+
+    @property
+    def widths(self) -> list[int]:
+        """Number of nodes at each depth."""
+        return [len(t) for t in self.tokens]
+
+    def offsets(self) -> list[int]:
+        """Flat index of the first node of each depth (nodes are laid out depth by depth)."""
+        return [sum(self.widths[:d]) for d in range(self.depth)]
+
+    def ancestry(self, depth: int, index: int) -> list[int]:
+        """Indices (one per depth 1..depth) of the path from the root to node (depth, index)."""
+        path = [index]
+        for d in range(depth - 1, 0, -1):
+            path.append(int(self.parents[d][path[-1]]))
+        return path[::-1]
+
+    def path_tokens(self, depth: int, index: int) -> list[int]:
+        """Token ids along the path to node (depth, index)."""
+        return [int(self.tokens[d][i]) for d, i in enumerate(self.ancestry(depth, index))]
+
+    def chain(self, depth: int, index: int) -> BeamTree:
+        """The single path to node (depth, index), as a one-node-per-depth tree."""
+        path = self.ancestry(depth, index)
+        pick = [slice(i, i + 1) for i in path]
+        zero = torch.zeros(1, dtype=torch.long, device=self.tokens[0].device)
+        return BeamTree(
+            [t[s] for t, s in zip(self.tokens, pick, strict=True)],
+            [zero] * depth,
+            [t[s] for t, s in zip(self.token_logq, pick, strict=True)],
+            [t[s] for t, s in zip(self.joint_logq, pick, strict=True)],
+        )
+
+
+def _sample_distinct(log_weights: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
+    """Up to `count` distinct flat indices drawn without replacement, with probability ∝ exp(log_weights)."""
+    weights = torch.exp(log_weights - log_weights.max()).flatten()
+    count = min(count, int((weights > 0).sum()))
+    return torch.multinomial(weights, count, replacement=False, generator=generator)
+
+
+def beam_sample(
+    draft: PreTrainedModel,
+    cache: DynamicCache,
+    fresh: torch.Tensor,
+    depth: int,
+    num_beams: int,
+    temperature: float,
+    top_p: float,
+    generator: torch.Generator,
+) -> BeamTree:
+    """Beam sampling over `depth` tokens after `fresh` (the tokens the batch-1 `cache` lacks).
+
+    Leaves `cache` with one row per node of depth `depth - 1` (their paths cached), batch 1 if depth is 1.
+    """
+    tree = BeamTree()
+    logits = draft(input_ids=fresh, past_key_values=cache, use_cache=True).logits[:, -1]
+    joint = torch.zeros(1, device=fresh.device)
+    for d in range(depth):
+        if d == 1:
+            cache.batch_repeat_interleave(tree.widths[0])  # one cache row per beam
+        elif d > 1:
+            cache.reorder_cache(tree.parents[-1])  # row i now holds the path of node i's parent
+        if d > 0:
+            logits = draft(input_ids=tree.tokens[-1][:, None], past_key_values=cache, use_cache=True).logits[:, -1]
+        log_q = torch.log(warp(logits, temperature, top_p))  # (beams, V)
+        picked = _sample_distinct(joint[:, None] + log_q, num_beams, generator)
+        parents, tokens = picked // log_q.shape[-1], picked % log_q.shape[-1]
+        token_logq = log_q[parents, tokens]
+        joint = joint[parents] + token_logq
+        tree.tokens.append(tokens)
+        tree.parents.append(parents)
+        tree.token_logq.append(token_logq)
+        tree.joint_logq.append(joint)
+    return tree
+
+
+def tree_attention(
+    tree: BeamTree, cached: int, fresh: int, dtype: torch.dtype, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """4D additive mask (1, 1, q, kv) and position ids (1, q) for [fresh tokens, every tree node].
+
+    Fresh tokens attend causally; each node attends to the cache, all fresh tokens, its
+    ancestors and itself, and sits at position cached + fresh - 1 + depth.
+    """
+    nodes, offsets = sum(tree.widths), tree.offsets()
+    queries = fresh + nodes
+    allowed = torch.zeros(queries, cached + queries, dtype=torch.bool, device=device)
+    allowed[:, :cached] = True
+    allowed[:fresh, cached : cached + fresh] = torch.tril(torch.ones(fresh, fresh, dtype=torch.bool, device=device))
+    allowed[fresh:, cached : cached + fresh] = True
+    positions = torch.arange(cached, cached + queries, device=device)
+    for d in range(tree.depth):
+        for i in range(tree.widths[d]):
+            row = fresh + offsets[d] + i
+            for depth, index in enumerate(tree.ancestry(d + 1, i)):
+                allowed[row, cached + fresh + offsets[depth] + index] = True
+            positions[row] = cached + fresh + d
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
+    return mask[None, None], positions[None]
+
+
+def target_joint_logp(tree: BeamTree, log_p: torch.Tensor) -> list[torch.Tensor]:
+    """Per depth, log p(x1..xd) of every node, from the target's log-probs (1 + nodes, V).
+
+    Row 0 is the distribution after the last context token; row 1 + j the one after flat node j.
+    """
+    offsets, joint = tree.offsets(), []
+    for d in range(tree.depth):
+        rows = torch.zeros_like(tree.parents[d]) if d == 0 else 1 + offsets[d - 1] + tree.parents[d]
+        step = log_p[rows, tree.tokens[d]]
+        joint.append(step if d == 0 else joint[-1][tree.parents[d]] + step)
+    return joint
+
+
+def select_accepted(
+    joint_logp: list[torch.Tensor], joint_logq: list[torch.Tensor], log_threshold: float
+) -> tuple[int, int]:
+    """The MTAD rule: (deepest depth where a node passes, the passing node with the highest log p there).
+
+    A node at depth d passes when log p(x1..xd) - max_j log q(x1..xd of node j) > log τ.
+    Returns (0, 0) when no node passes at any depth.
+    """
+    for d in range(len(joint_logp) - 1, -1, -1):
+        passing = joint_logp[d] - joint_logq[d].max() > log_threshold
+        if passing.any():
+            best = joint_logp[d].masked_fill(~passing, -math.inf).argmax()
+            return d + 1, int(best)
+    return 0, 0
+
+
+def _keep_positions(cache: DynamicCache, prefix: int, extra: list[int]) -> None:
+    """Keep the first `prefix` cached positions plus positions `prefix + e` for e in `extra`, in order."""
+    if extra == list(range(len(extra))):
+        truncate_cache(cache, prefix + len(extra))
+        return
+    index = torch.tensor([prefix + e for e in extra], dtype=torch.long)
+    for layer in cache.layers:
+        keys = layer.keys.index_select(-2, index.to(layer.keys.device))
+        values = layer.values.index_select(-2, index.to(layer.values.device))
+        layer.crop(prefix - layer.get_seq_length())
+        layer.update(keys, values)
+
+
+def _cached_draft_row(tree: BeamTree, path: list[int]) -> tuple[int, int]:
+    """(cache row, depth) of the deepest accepted node whose path the draft's cache still holds.
+
+    The cache rows are the nodes of depth tree.depth - 1; a row holds node (e, path[e-1]) when
+    that node is its ancestor.
+    """
+    cached_depth = tree.depth - 1
+    if cached_depth == 0:
+        return 0, 0
+    rows = [tree.ancestry(cached_depth, r) for r in range(tree.widths[cached_depth - 1])]
+    for e in range(min(len(path), cached_depth), 0, -1):
+        for r, ancestry in enumerate(rows):
+            if ancestry[:e] == path[:e]:
+                return r, e
+    return 0, 0
+
+
+class MTADDecoder:
+    """The state of one MTAD generation: the sequence so far and both models' KV caches."""
+
+    def __init__(
+        self,
+        target: PreTrainedModel,
+        draft: PreTrainedModel,
+        ids: torch.Tensor,
+        num_beams: int,
+        accept_threshold: float,
+        temperature: float,
+        top_p: float,
+        generator: torch.Generator,
+        multi_candidate: bool,
+    ):
+        self.target, self.draft, self.sequence = target, draft, ids
+        self.num_beams, self.log_threshold = num_beams, math.log(accept_threshold)
+        self.temperature, self.top_p, self.generator = temperature, top_p, generator
+        self.multi_candidate = multi_candidate
+        self.target_cache = DynamicCache(config=target.config)
+        self.draft_cache = DynamicCache(config=draft.config)
+
+    def step(self, depth: int) -> Step:
+        """One round: beam-sample `depth` tokens (0: none), verify, keep the accepted path, add a target token."""
+        n, device = self.sequence.shape[1], self.sequence.device
+        cached = self.target_cache.get_seq_length()
+        fresh = self.sequence[:, cached:]
+        if depth == 0:
+            logits = self.target(input_ids=fresh, past_key_values=self.target_cache, use_cache=True).logits[0, -1]
+            return Step(emitted=[sample(warp(logits, self.temperature, self.top_p), self.generator)])
+
+        drafted = self.draft_cache.get_seq_length()
+        tree = beam_sample(
+            self.draft,
+            self.draft_cache,
+            self.sequence[:, drafted:],
+            depth,
+            self.num_beams,
+            self.temperature,
+            self.top_p,
+            self.generator,
+        )
+        best = int(tree.joint_logq[-1].argmax())  # MTAD's candidate: the most likely final beam
+        verified = tree if self.multi_candidate else tree.chain(depth, best)
+
+        # One target pass over [fresh tokens, candidate nodes]; row 0 predicts depth 1, row 1 + j follows node j.
+        mask = positions = None
+        if self.multi_candidate:
+            mask, positions = tree_attention(verified, cached, fresh.shape[1], self.target.dtype, device)
+        inputs = torch.cat([fresh, torch.cat(verified.tokens)[None]], 1)
+        logits = self.target(
+            input_ids=inputs,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=self.target_cache,
+            use_cache=True,
+        ).logits[0, fresh.shape[1] - 1 :]
+        p = warp(logits, self.temperature, self.top_p)
+        joint_logp = target_joint_logp(verified, p.log())
+        accepted, index = select_accepted(joint_logp, verified.joint_logq, self.log_threshold)
+
+        path = verified.ancestry(accepted, index) if accepted else []
+        flat = [offset + i for offset, i in zip(verified.offsets(), path, strict=False)]
+        token = sample(p[1 + flat[-1] if flat else 0], self.generator)
+        emitted = (verified.path_tokens(accepted, index) if accepted else []) + [token]
+
+        # Cut both caches to the accepted context: the target keeps the path's nodes, the draft one beam row.
+        _keep_positions(self.target_cache, n, flat)
+        tree_path = path if self.multi_candidate else tree.ancestry(depth, best)[:accepted]
+        row, kept = _cached_draft_row(tree, tree_path)
+        self.draft_cache.batch_select_indices(torch.tensor([row], device=device))
+        truncate_cache(self.draft_cache, n + kept)
+
+        end_depth, end = self._candidate(verified, accepted, index, best)
+        return self._trace(verified, p, joint_logp, end_depth, end, accepted, emitted, tree.widths)
+
+    def _candidate(self, verified: BeamTree, accepted: int, index: int, best: int) -> tuple[int, int]:
+        """The node ending the recorded candidate: the deepest, most draft-likely descendant of the accepted node."""
+        if not self.multi_candidate:
+            return verified.depth, 0
+        if accepted == 0:
+            return verified.depth, best
+        for d in range(verified.depth, accepted, -1):
+            for i in verified.joint_logq[d - 1].argsort(descending=True).tolist():
+                if verified.ancestry(d, i)[accepted - 1] == index:
+                    return d, i
+        return accepted, index
+
+    def _trace(
+        self,
+        verified: BeamTree,
+        p: torch.Tensor,
+        joint_logp: list[torch.Tensor],
+        depth: int,
+        index: int,
+        accepted: int,
+        emitted: list[int],
+        beams: list[int],
+    ) -> Step:
+        """The step's record: the candidate, its per-token and joint draft/target likelihoods."""
+        path, offsets = verified.ancestry(depth, index), verified.offsets()
+        rows = [0] + [1 + offsets[d] + i for d, i in enumerate(path[:-1])]  # the row predicting each token
+        tokens = verified.path_tokens(depth, index)
+        info = {
+            "draft_logprob": [float(verified.joint_logq[d][i]) for d, i in enumerate(path)],
+            "target_logprob": [float(joint_logp[d][i]) for d, i in enumerate(path)],
+            "max_draft_logprob": [float(q.max()) for q in verified.joint_logq[:depth]],
+            "log_threshold": self.log_threshold,
+            "beams": beams,
+            "verified_nodes": sum(verified.widths),
+            "mode": "tree" if self.multi_candidate else "single",
+            "draft_length": len(beams),
+        }
+        return Step(
+            emitted=emitted,
+            drafted=tokens,
+            accepted=accepted,
+            draft_probs=[math.exp(float(verified.token_logq[d][i])) for d, i in enumerate(path)],
+            target_probs=[float(p[r, t]) for r, t in zip(rows, tokens, strict=True)],
+            info=info,
+        )
+
+
+def _check_threshold(accept_threshold: float) -> None:
+    if (
+        isinstance(accept_threshold, bool)
+        or not isinstance(accept_threshold, (int, float))
+        or not 0 < accept_threshold <= 1
+    ):
+        raise ValueError(f"accept_threshold must be in (0, 1], got {accept_threshold!r}")
+
+
+def _check_tree_support(target: PreTrainedModel, longest: int) -> None:
+    implementation = target.config._attn_implementation
+    if implementation not in TREE_ATTENTION:
+        raise ValueError(
+            f"multi_candidate needs a custom 4D attention mask, which {implementation!r} attention "
+            f"does not take: load the target with attn_implementation='sdpa' or 'eager'"
+        )
+    window = getattr(target.config, "sliding_window", None)
+    if window is not None and longest > window:
+        raise ValueError(
+            f"multi_candidate does not model sliding-window attention: {longest} positions exceed "
+            f"the target's window of {window}"
+        )
+
+
+@torch.inference_mode()
+def mtad(
+    target: PreTrainedModel,
+    draft: PreTrainedModel,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    num_draft_tokens: int = 4,
+    num_beams: int = 4,
+    accept_threshold: float = 0.5,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    multi_candidate: bool = False,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+) -> DecodingResult:
+    """Multi-token assisted decoding: draft beam sampling, joint-likelihood verification with threshold τ.
+
+    `num_draft_tokens` is γ, `num_beams` is B, `accept_threshold` is τ (official defaults: B = 4,
+    τ = 0.5). `multi_candidate=True` verifies every beam at once with a tree mask (MMTAD).
+    MTAD is a sampling method: temperature 0 raises `ValueError` (use `speculative` for greedy).
+    """
+    check_sampling(temperature, top_p)
+    if temperature == 0:
+        raise ValueError(
+            "MTAD is a sampling method: temperature must be > 0 (at 0 the joint verification has "
+            "nothing to approximate and the official code warns of no gain); use speculative() "
+            "for greedy decoding"
+        )
+    check_positive("num_draft_tokens", num_draft_tokens)
+    check_positive("num_beams", num_beams)
+    _check_threshold(accept_threshold)
+    check_same_vocabulary(target, draft)
+    ids = prepare_prompt(input_ids, target, max_new_tokens)
+    if multi_candidate:
+        _check_tree_support(target, ids.shape[1] + max_new_tokens + num_draft_tokens)
+    generator = make_generator(seed, ids.device)
+    recorder = Recorder("mmtad" if multi_candidate else "mtad", ids[0].tolist(), max_new_tokens, eos_id(target))
+    decoder = MTADDecoder(
+        target, draft, ids, num_beams, accept_threshold, temperature, top_p, generator, multi_candidate
+    )
+    while not recorder.done:
+        kept = recorder.record(decoder.step(min(num_draft_tokens, recorder.remaining - 1)))
+        decoder.sequence = torch.cat([decoder.sequence, torch.tensor([kept], device=ids.device)], dim=1)
+    return recorder.finish(tokenizer)
