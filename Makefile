@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEVICE ?= cpu
 
-.PHONY: demo test test-fast test-notebooks test-ui lab bench bench-quick sweep eval train-models train-adapter lint clean
+.PHONY: demo test test-ui lab bench bench-quick sweep eval train-models train-adapter lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,13 +17,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## one prompt per subtask through every method, on the embedded models
 	$(BIN)/kangaroo-lite demo
 
-test: $(STAMP)  ## the whole suite: lint, unit tests, notebooks under nbval
+test: $(STAMP)  ## the whole suite: lint, unit and browser tests, notebooks under nbval
 	$(BIN)/ruff check .
+	bash scripts/install_chromium.sh
 	$(BIN)/pytest -q tests
 	$(BIN)/pytest -q --nbval-lax notebooks/
 
-test-fast: $(STAMP)  ## unit tests without the slow ones
-	$(BIN)/pytest -q -m "not slow" tests
+test-ui: $(STAMP)  ## the browser tests alone: JupyterLab + the threshold slider, the HTML report
+	bash scripts/install_chromium.sh
+	$(BIN)/pytest -q -m ui tests/ui
 
 lab: $(STAMP)  ## JupyterLab on the notebooks
 	$(BIN)/jupyter lab notebooks/

@@ -132,7 +132,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from .bench import BenchConfig, mismatches, run_bench, write_results
     from .report import print_summary
 
-    options = {"speculative": {"num_draft_tokens": args.num_draft_tokens},
+    options = {"speculative": {"num_draft_tokens": args.num_draft_tokens,
+                               "confidence_threshold": args.confidence_threshold},
                "kangaroo": {"threshold": args.threshold, "max_draft_tokens": args.max_draft_tokens}}
     if args.exit_layer is not None:
         options["hf_early_exit"] = {"exit_layer": args.exit_layer}
@@ -240,9 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="a smoke-sized run (under 2 minutes)")
     bench.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     bench.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16")
-    bench.add_argument("--num-draft-tokens", type=int, default=4, help="speculative: γ")
-    bench.add_argument("--threshold", type=float, default=0.6, help="kangaroo: draft-step early-exit threshold")
-    bench.add_argument("--max-draft-tokens", type=int, default=6, help="kangaroo: most drafts per round")
+    bench.add_argument("--num-draft-tokens", type=int, default=20, help="speculative: most drafts per round")
+    bench.add_argument("--confidence-threshold", type=float, default=0.4,
+                       help="speculative: stop drafting below this draft confidence (0: never)")
+    bench.add_argument("--threshold", type=float, default=0.4, help="kangaroo: draft-step early-exit threshold")
+    bench.add_argument("--max-draft-tokens", type=int, default=12, help="kangaroo: most drafts per round")
     bench.add_argument("--exit-layer", type=int, help="hf_early_exit: layers of the early-exit draft")
     bench.add_argument("--data-dir", default=str(DATA_DIR))
     bench.add_argument("--questions", default="", help="a question.jsonl (ours or Spec-Bench's)")

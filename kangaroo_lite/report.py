@@ -47,7 +47,7 @@ def print_summary(results: dict) -> None:
         table.add_column(label, justify="right")
     for row in summary_rows(results):
         table.add_row(*row)
-    Console().print(table)
+    Console(width=170).print(table)
 
 
 def write_html_report(results: dict, path: str | Path) -> None:

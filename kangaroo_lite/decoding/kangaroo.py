@@ -31,7 +31,7 @@ from ..adapter import KangarooAdapter, check_target
 from ..cache import truncate_cache
 from ..checks import check_positive, eos_id, prepare_prompt
 from ..result import DecodingResult, Recorder, Step
-from ..sampling import accept_drafts, check_sampling, make_generator, sample, warp
+from ..sampling import accept_drafts, check_sampling, make_generator, warp
 from .speculative import probs_of
 
 THRESHOLD, MAX_DRAFT_TOKENS, BUDGET = "threshold", "max_draft_tokens", "budget"
@@ -114,14 +114,12 @@ class SelfDraft:
         rope = self.rotary(hidden, positions)
         return self._run_layers(hidden, 0, self.exit_layer, positions, rope), rope
 
-    def deep(self, exited: torch.Tensor, first_position: int, last_only: bool = False) -> torch.Tensor:
-        """Run exited states (1, n, h) through the remaining layers, norm and head: logits (n, V)."""
+    def deep(self, exited: torch.Tensor, first_position: int, keep_last: int) -> torch.Tensor:
+        """Run exited states (1, n, h) through the remaining layers, norm and head: logits of the last positions."""
         positions = self._positions(first_position, exited.shape[1], exited)
         rope = self.rotary(exited, positions)
         hidden = self._run_layers(exited, self.exit_layer, len(self.layers), positions, rope)
-        if last_only:  # the prefill needs only the next token
-            hidden = hidden[:, -1:]
-        return self.head(self.norm(hidden))[0]
+        return self.head(self.norm(hidden[:, -keep_last:]))[0]
 
     def draft(self, exited: torch.Tensor, rope: tuple, position: int) -> torch.Tensor:
         """Adapter + head on the newest exited state (after any pending ones): next-token logits (V,)."""
@@ -245,14 +243,12 @@ def kangaroo(
     model = SelfDraft(target, adapter)
     model.check_window(ids.shape[1] + max_new_tokens)
 
-    # Prefill: the prompt runs through every layer; the adapter reads it with the first draft.
-    exited, _ = model.shallow(ids, 0)
-    model.defer(exited)
-    first = sample(warp(model.deep(exited, 0, last_only=True)[0], temperature, top_p), generator)
-    recorder.record(Step(emitted=[first]))
-    sequence = torch.cat([ids, torch.tensor([[first]], device=ids.device)], dim=1)
-    if on_round is not None:
-        on_round(model, sequence)
+    # No separate prefill pass: the shallow layers read the prompt but its last token now; the
+    # adapter reads it with the first draft, the deep layers with the first verification.
+    sequence, unread = ids, None  # unread: exited states the deep layers have not read yet
+    if ids.shape[1] > 1:
+        unread, _ = model.shallow(ids[:, :-1], 0)
+        model.defer(unread)
 
     while not recorder.done:
         context = sequence.shape[1]
@@ -261,8 +257,11 @@ def kangaroo(
             model, sequence[:, -1:], context - 1, budget, threshold, temperature, top_p, generator
         )
         stop = THRESHOLD if below else MAX_DRAFT_TOKENS if budget == max_draft_tokens else BUDGET
-        # Verify: the deep layers read [last token, drafts] once, from their exited states.
-        target_logits = model.deep(exited, context - 1)
+        # Verify: the deep layers read [last token, drafts] once, from their exited states (in the
+        # first round after the rest of the prompt).
+        if unread is not None:
+            exited, unread = torch.cat([unread, exited], dim=1), None
+        target_logits = model.deep(exited, context - exited.shape[1] + len(drafted), keep_last=len(drafted) + 1)
         p = warp(target_logits, temperature, top_p)
         accepted, token = accept_drafts(p, q, drafted, generator)
         step = Step(

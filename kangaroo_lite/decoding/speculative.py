@@ -5,7 +5,8 @@ forward pass; the rejection rule keeps the longest acceptable prefix and the tar
 one token of its own. Both KV caches are then cut back to the accepted context.
 
 Invariant between rounds: the target's cache holds every token of `sequence` but the last,
-which is the next input of the target.
+which is the next input of the target. The first round's verification pass reads the whole
+prompt with the drafts (as Hugging Face does), so there is no separate prefill pass.
 """
 
 from __future__ import annotations
@@ -83,20 +84,16 @@ def speculative(target: PreTrainedModel, draft: PreTrainedModel, input_ids: torc
     proposer = DraftModelProposer(draft, temperature, top_p, generator, confidence_threshold)
     cache = DynamicCache(config=target.config)
 
-    # Prefill: the target reads the prompt and picks the first token itself.
-    logits = target(input_ids=ids, past_key_values=cache, use_cache=True).logits[0, -1]
-    first = sample(warp(logits, temperature, top_p), generator)
-    recorder.record(Step(emitted=[first]))
-    sequence = torch.cat([ids, torch.tensor([[first]], device=ids.device)], dim=1)
-
-    k = num_draft_tokens
+    # The first round's verification pass also reads the prompt: no separate prefill pass.
+    sequence, k = ids, num_draft_tokens
     while not recorder.done:
         context = sequence.shape[1]
         budget = min(k, recorder.remaining - 1)  # never draft past max_new_tokens
         drafted, q, draft_logits = proposer.propose(sequence, budget) if budget > 0 else ([], None, None)
-        # Verify: one target pass over the last token and every drafted token.
-        verify = torch.cat([sequence[:, -1:], torch.tensor([drafted], device=ids.device, dtype=torch.long)], 1)
-        target_logits = target(input_ids=verify, past_key_values=cache, use_cache=True).logits[0]
+        # Verify: one target pass over what it has not read yet (the prompt, or the last token) and the drafts.
+        unread = sequence[:, cache.get_seq_length():]
+        verify = torch.cat([unread, torch.tensor([drafted], device=ids.device, dtype=torch.long)], 1)
+        target_logits = target(input_ids=verify, past_key_values=cache, use_cache=True).logits[0, -len(drafted) - 1:]
         p = warp(target_logits, temperature, top_p)
         accepted, token = accept_drafts(p, q, drafted, generator)
         step = Step(emitted=drafted[:accepted] + [token], drafted=drafted, accepted=accepted)

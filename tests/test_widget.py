@@ -1,0 +1,290 @@
+"""The threshold-slider app: token fates (rejected drafts included), exit markers, HTML markers, live updates."""
+
+from __future__ import annotations
+
+import functools
+from html.parser import HTMLParser
+from types import SimpleNamespace
+
+import pytest
+import torch
+from helpers import tiny_model
+
+from kangaroo_lite import KangarooAdapter, kangaroo
+from kangaroo_lite.result import DecodingResult, Step
+from kangaroo_lite.widget import (
+    FATES,
+    REJECTED,
+    AdapterBank,
+    ExitMarker,
+    TokenRecord,
+    app_figure,
+    build_app,
+    mean_draft_length,
+    quick_trainer,
+    render_round_html,
+    round_view,
+    stats_html,
+    summarize,
+    token_records,
+)
+
+torch.set_num_threads(1)
+PROMPT = torch.tensor([[3, 5, 7, 9, 11]])
+OTHER_PROMPT = torch.tensor([[4, 8, 15, 16, 23, 42]])
+
+
+@functools.cache
+def target() -> torch.nn.Module:
+    """A tiny random Llama with peaked next-token distributions and no EOS."""
+    return tiny_model(layers=4, sharpness=8.0, eos=None)
+
+
+@functools.cache
+def adapter(exit_layer: int = 2) -> KangarooAdapter:
+    """An untrained adapter (copied from the target's next layer): drafts, sometimes wrongly."""
+    return KangarooAdapter.from_target(target(), exit_layer)
+
+
+class LetterTokenizer:
+    """Decodes token i as a letter, and token 0 as markup that must be escaped."""
+
+    def decode(self, ids) -> str:
+        return "".join("<b>&" if int(i) == 0 else chr(97 + int(i) % 26) for i in ids)
+
+
+class Spans(HTMLParser):
+    """Collects the attributes of every start tag."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags: list[dict] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(dict(attrs, tag=tag))
+
+
+def parse(markup: str) -> list[dict]:
+    parser = Spans()
+    parser.feed(markup)
+    return parser.tags
+
+
+def run(threshold: float, max_draft_tokens: int = 5, max_new_tokens: int = 40) -> DecodingResult:
+    return kangaroo(target(), adapter(), PROMPT, max_new_tokens, max_draft_tokens=max_draft_tokens, threshold=threshold)
+
+
+def models() -> SimpleNamespace:
+    return SimpleNamespace(tokenizer=LetterTokenizer(), target=target(), adapter=adapter())
+
+
+# ---------------------------------------------------------------- round_view
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.5, 1.0])
+def test_round_view_gives_every_drafted_and_emitted_token_its_fate(threshold):
+    result = run(threshold)
+    rounds = round_view(result)
+    assert len(rounds) == len(result.steps)
+    emitted = []
+    for view, step in zip(rounds, result.steps, strict=True):
+        fates = [t.fate for t in view.tokens]
+        tokens = [t.token for t in view.tokens]
+        assert view.draft_length == len(step.drafted) and view.accepted == step.accepted
+        # accepted drafts, then the rejected ones (the drafts after `accepted`), then the target's own token
+        assert tokens[: step.accepted] == step.drafted[: step.accepted]
+        assert fates[: step.accepted] == ["accepted"] * step.accepted
+        assert tokens[step.accepted : -1] == step.drafted[step.accepted :]
+        assert fates[step.accepted : -1] == [REJECTED] * (len(step.drafted) - step.accepted)
+        assert fates[-1] == step.fates()[-1] and tokens[-1] == step.emitted[-1]
+        assert [t.draft_position for t in view.tokens[:-1]] == list(range(1, len(step.drafted) + 1))
+        assert [t.confidence for t in view.tokens[:-1]] == step.info.get("confidences", [])
+        emitted += [t.token for t in view.tokens if t.fate != REJECTED]
+    assert emitted == result.tokens
+    assert [t.fate for t in token_records(result) if t.fate != REJECTED] == result.fates()
+    assert set(t.fate for t in token_records(result)) <= set(FATES)
+
+
+def test_some_drafts_are_rejected_and_some_accepted():
+    fates = {t.fate for t in token_records(run(0.0))}
+    assert {"accepted", REJECTED, "correction"} <= fates
+
+
+def test_exit_marker_sits_after_the_last_draft_when_the_threshold_stopped_the_loop():
+    threshold = 0.08  # about the median confidence of the tiny model's drafts
+    result = run(threshold, max_draft_tokens=3)
+    stops = set()
+    for view, step in zip(round_view(result), result.steps, strict=True):
+        markers = [i for i, item in enumerate(view.items) if isinstance(item, ExitMarker)]
+        stop = step.info.get("draft_stop")
+        stops.add(stop)
+        if not step.drafted or stop == "budget":
+            assert markers == []
+            continue
+        assert markers == [len(view.items) - 2], "the marker comes right before the target's own token"
+        marker = view.items[markers[0]]
+        assert marker.reason == stop and marker.confidence == step.info["confidences"][-1]
+        if stop == "threshold":
+            assert marker.confidence < threshold
+    assert {"threshold", "max_draft_tokens"} <= stops
+
+
+def test_round_view_of_hand_made_rounds():
+    result = DecodingResult(method="kangaroo", prompt_tokens=[1])
+    info = dict(draft_stop="threshold", confidences=[0.9, 0.8, 0.7, 0.3])
+    result.steps = [
+        Step(emitted=[5]),
+        Step(emitted=[1, 2, 9], drafted=[1, 2, 3, 4], accepted=2, info=info),
+        Step(emitted=[1, 2, 3, 7], drafted=[1, 2, 3], accepted=3, info=dict(draft_stop="max_draft_tokens")),
+        # cut at EOS (token 2) inside the accepted drafts: the drafts after it were never judged
+        Step(emitted=[1, 2], drafted=[1, 2, 3, 4], accepted=2, info=info),
+    ]
+    result.tokens = [t for s in result.steps for t in s.emitted]
+    views = round_view(result)
+    assert [(t.token, t.fate) for t in views[0].tokens] == [(5, "target")]
+    assert [(t.token, t.fate) for t in views[1].tokens] == [
+        (1, "accepted"),
+        (2, "accepted"),
+        (3, REJECTED),
+        (4, REJECTED),
+        (9, "correction"),
+    ]
+    assert views[1].items[4] == ExitMarker("threshold", 1, 0.3)
+    assert [t.fate for t in views[2].tokens] == ["accepted"] * 3 + ["bonus"]
+    assert isinstance(views[2].items[3], ExitMarker) and views[2].items[3].reason == "max_draft_tokens"
+    assert views[3].items == [TokenRecord(1, "accepted", 3, 1, 0.9), TokenRecord(2, "accepted", 3, 2, 0.8)]
+
+
+def test_lowering_the_threshold_lengthens_drafts():
+    gamma = 5
+    eager, cautious = run(0.0, gamma), run(1.0, gamma)
+    assert eager.tokens == cautious.tokens  # lossless either way
+    assert all(len(s.drafted) == 1 for s in cautious.steps if s.drafted)
+    assert all(len(s.drafted) == gamma for s in eager.steps if s.info.get("draft_stop") != "budget" and s.drafted)
+    assert mean_draft_length(eager) > mean_draft_length(cautious) == 1.0
+    lengths = [mean_draft_length(run(t, gamma)) for t in (0.0, 0.3, 0.6, 1.0)]
+    assert lengths[0] >= lengths[-1] and lengths[0] > 1
+
+
+# ---------------------------------------------------------------- HTML and numbers
+
+
+def test_html_marks_every_token_with_its_fate_and_every_round_with_its_draft_length():
+    result = run(0.3)
+    rounds = round_view(result)
+    markup = render_round_html(rounds, LetterTokenizer(), prompt="a <prompt>")
+    tags = parse(markup)
+    tokens = [t for t in tags if "data-fate" in t]
+    assert [t["data-fate"] for t in tokens] == [r.fate for r in token_records(result)]
+    assert all(t["class"] == "kl-token" for t in tokens)
+    round_tags = [t for t in tags if "data-draft-length" in t]
+    assert [int(t["data-draft-length"]) for t in round_tags] == [len(s.drafted) for s in result.steps]
+    assert [int(t["data-accepted"]) for t in round_tags] == [s.accepted for s in result.steps]
+    exits = [t for t in tags if t.get("class") == "kl-exit"]
+    assert len(exits) == sum(isinstance(i, ExitMarker) for r in rounds for i in r.items)
+    assert all(t["data-exit"] in ("threshold", "max_draft_tokens") for t in exits)
+    assert [t["data-legend"] for t in tags if "data-legend" in t] == list(FATES)
+    assert "<b>&" not in markup.replace("<b>&lt;", "")  # token text is escaped
+    assert "a &lt;prompt&gt;" in markup
+
+
+def test_rejected_drafts_are_struck_through():
+    markup = render_round_html(round_view(run(0.0)), LetterTokenizer(), legend=False)
+    rejected = [t for t in parse(markup) if t.get("data-fate") == REJECTED]
+    assert rejected and all("line-through" in t["style"] for t in rejected)
+
+
+def test_summarize_and_stats_html():
+    baseline = SimpleNamespace(tokens=run(0.0).tokens, wall_time=0.2)
+    result = run(0.0)
+    stats = summarize(result, baseline, seconds=0.1, baseline_seconds=0.2)
+    assert stats["speedup"] == pytest.approx(2.0) and stats["identical"]
+    assert stats["mean_accepted"] == result.mean_accepted and stats["rounds"] == len(result.steps)
+    assert stats["mean_draft_length"] == mean_draft_length(result)
+    (tag,) = [t for t in parse(stats_html(dict(threshold=0.25, **stats))) if t.get("class") == "kl-stats"]
+    assert tag["data-threshold"] == "0.25" and tag["data-speedup"] == "2.000" and tag["data-identical"] == "true"
+    assert float(tag["data-mean-accepted"]) == pytest.approx(result.mean_accepted, abs=1e-3)
+
+
+def test_app_figure_shows_acceptance_by_position():
+    result = run(0.0, max_draft_tokens=4)
+    stats = summarize(result, result, 0.1, 0.1)
+    fig = app_figure(result, stats, max_draft_tokens=4)
+    by_position = result.acceptance_by_position()
+    assert list(fig.data[0].y[: len(by_position)]) == pytest.approx(by_position)
+    assert list(fig.data[0].x) == [1, 2, 3, 4]
+    drafted = [d for trace in fig.data[1:4] for d in trace.y]
+    assert sum(drafted) == sum(1 for s in result.steps if s.drafted)
+
+
+# ---------------------------------------------------------------- the app
+
+
+def test_build_app_redraws_when_the_threshold_slider_moves():
+    app = build_app(models(), {"first": PROMPT, "second": OTHER_PROMPT}, max_new_tokens=30, repeats=1, threshold=0.0)
+    assert app.error is None
+    assert "threshold" in app.threshold.description
+    assert app.exit_layer.value == adapter().exit_layer and app.exit_layer.max == 3
+    before_html, before_stats = app.tokens.value, app.stats_view.value
+    before_lengths = [int(t["data-draft-length"]) for t in parse(before_html) if "data-draft-length" in t]
+    assert 'data-threshold="0.00"' in before_stats
+
+    app.threshold.value = 1.0  # the observer redraws at once
+    assert app.error is None
+    after_lengths = [int(t["data-draft-length"]) for t in parse(app.tokens.value) if "data-draft-length" in t]
+    assert app.tokens.value != before_html and after_lengths != before_lengths
+    assert set(after_lengths) <= {0, 1}
+    assert 'data-threshold="1.00"' in app.stats_view.value and app.stats["threshold"] == 1.0
+    assert app.stats["identical"] and app.result.tokens == app.baseline.tokens
+
+    app.max_draft_tokens.value = 2
+    assert app.stats["max_draft_tokens"] == 2
+    app.prompt.value = "second"
+    assert app.stats["prompt"] == "second" and app.result.prompt_tokens == OTHER_PROMPT[0].tolist()
+
+
+def test_exit_layer_slider_trains_an_adapter_once_and_keeps_it():
+    calls = []
+
+    def trainer(layer: int) -> KangarooAdapter:
+        calls.append(layer)
+        return KangarooAdapter.from_target(target(), layer)
+
+    bank = AdapterBank(target(), [adapter()], trainer=trainer)
+    app = build_app(models(), {"p": PROMPT}, bank=bank, max_new_tokens=20, repeats=1)
+    assert calls == [] and app.stats["exit_layer"] == 2
+    app.exit_layer.value = 1
+    app.exit_layer.value = 2
+    app.exit_layer.value = 1
+    assert calls == [1] and bank.layers == [1, 2]
+    assert app.stats["exit_layer"] == 1 and app.stats["identical"] and app.error is None
+
+
+def test_adapter_bank_errors():
+    with pytest.raises(ValueError, match="no adapter for exit layer 1"):
+        AdapterBank(target()).get(1)
+    wrong = AdapterBank(target(), trainer=lambda layer: KangarooAdapter.from_target(target(), 3))
+    with pytest.raises(ValueError, match="exit layer 3, not 1"):
+        wrong.get(1)
+    with pytest.raises(ValueError, match="not one of"):
+        build_app(models(), {"p": PROMPT}, prompt="missing", repeats=1)
+
+
+def test_app_shows_errors_instead_of_losing_them():
+    bank = AdapterBank(target(), [adapter()])  # no trainer: other exit layers cannot be had
+    app = build_app(models(), {"p": PROMPT}, bank=bank, max_new_tokens=10, repeats=1)
+    app.exit_layer.value = 1
+    assert app.error and "no adapter for exit layer 1" in app.error
+    assert "no adapter for exit layer 1" in app.status.value
+    app.exit_layer.value = 2
+    assert app.error is None
+
+
+def test_quick_trainer_trains_an_adapter_for_any_exit_layer():
+    from kangaroo_lite.models import DATA_DIR, load_tokenizer
+
+    tokenizer = load_tokenizer(DATA_DIR / "tokenizer")
+    model = tiny_model(layers=3, vocab=len(tokenizer), eos=tokenizer.eos_token_id)
+    trained = quick_trainer(model, tokenizer, steps=2, examples=12, batch_size=4)(2)
+    assert isinstance(trained, KangarooAdapter) and trained.exit_layer == 2
+    trained.check_matches(model)
