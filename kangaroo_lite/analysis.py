@@ -13,7 +13,7 @@ def _check_alpha(alpha: float) -> None:
         raise ValueError(f"acceptance rate alpha must be in [0, 1], got {alpha!r}")
 
 
-def expected_tokens_per_step(alpha: float, gamma: int) -> float:
+def expected_tokens_per_step(alpha: float, gamma: float) -> float:
     """Expected new tokens per target pass with γ drafts each accepted with probability α."""
     _check_alpha(alpha)
     if alpha == 1:
@@ -21,7 +21,7 @@ def expected_tokens_per_step(alpha: float, gamma: int) -> float:
     return (1 - alpha ** (gamma + 1)) / (1 - alpha)
 
 
-def expected_speedup(alpha: float, gamma: int, cost_ratio: float) -> float:
+def expected_speedup(alpha: float, gamma: float, cost_ratio: float) -> float:
     """Leviathan et al.'s expected speedup: (1 − α^(γ+1)) / ((1 − α)(γc + 1))."""
     if cost_ratio < 0:
         raise ValueError(f"cost ratio c must be >= 0, got {cost_ratio!r}")

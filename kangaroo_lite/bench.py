@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from .analysis import cost_ratio, expected_speedup
 from .corpus import SUBTASKS, read_questions
 from .measure import MethodTiming, interleaved
-from .methods import DEFAULT_OPTIONS, LOSSLESS, OURS, PEERS, method_runners
+from .methods import LOSSLESS, OURS, PEERS, method_runners
 from .models import DATA_DIR, DefaultModels, encode_chat, load_models
 from .result import acceptance_by_position, acceptance_rate
 
@@ -92,7 +92,7 @@ def _extra_parameters(models: DefaultModels, method: str) -> int:
 
 def _method_summary(name: str, timing: MethodTiming, base: MethodTiming, baseline_tokens: list[list[int]],
                     groups: dict[str, list[int]], models: DefaultModels, costs: dict[str, float],
-                    options: dict, greedy: bool) -> dict:
+                    greedy: bool) -> dict:
     results = [p.result for p in timing.prompts]
     steps = [s for r in results for s in r.steps]
     forwards = sum(r.target_forwards for r in results)
@@ -113,8 +113,9 @@ def _method_summary(name: str, timing: MethodTiming, base: MethodTiming, baselin
     if any(s.drafted for s in steps):
         alpha = acceptance_rate(steps)
         summary.update(acceptance_rate=alpha, acceptance_by_position=acceptance_by_position(steps))
-        if name in costs:
-            gamma = options.get("num_draft_tokens") or options.get("max_draft_tokens")
+        if name in costs:  # γ: the mean drafted length (confidence stops make it shorter than the maximum)
+            drafting = [len(s.drafted) for s in steps if s.drafted]
+            gamma = sum(drafting) / len(drafting)
             bound = expected_speedup(alpha, gamma, costs[name])
             summary.update(cost_ratio=costs[name], analytic_speedup=bound,
                            share_of_analytic=summary["speedup"] / bound)
@@ -170,7 +171,7 @@ def run_bench(cfg: BenchConfig, models: DefaultModels | None = None, progress: b
     costs = _cost_ratios(models, methods, prompts[0][2])
     summary = {
         name: _method_summary(name, timings[name], timings[baseline], reference, groups, models, costs,
-                              {**DEFAULT_OPTIONS.get(name, {}), **cfg.options.get(name, {})}, cfg.temperature == 0)
+                              cfg.temperature == 0)
         for name in methods
     }
     records = []
