@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import torch
 from scipy.stats import chisquare
 from transformers import (
@@ -73,3 +76,18 @@ def eos_in_the_middle(model: PreTrainedModel, tokens: list[int]) -> int:
     model.generation_config.eos_token_id = eos
     model.config.eos_token_id = eos
     return eos
+
+
+def make_tiny_data_dir(root: Path) -> Path:
+    """A folder shaped like data/: the real tokenizer and questions, tiny random models and adapter."""
+    from kangaroo_lite.adapter import KangarooAdapter
+    from kangaroo_lite.models import DATA_DIR
+
+    shutil.copytree(DATA_DIR / "tokenizer", root / "tokenizer")
+    shutil.copy(DATA_DIR / "question.jsonl", root / "question.jsonl")
+    target = tiny_model(layers=4, vocab=4096, seed=1, sharpness=3.0)
+    draft = tiny_model(layers=1, vocab=4096, seed=2, sharpness=3.0)
+    target.save_pretrained(root / "models" / "target")
+    draft.save_pretrained(root / "models" / "draft")
+    KangarooAdapter.from_target(target, 2).save_pretrained(root / "models" / "adapter")
+    return root

@@ -1,31 +1,20 @@
 """The benchmark runner on tiny random models: results.json, the HTML report, the lossless check."""
 
 import json
-import shutil
 
 import pytest
 import torch
-from helpers import tiny_model
+from helpers import make_tiny_data_dir
 
-from kangaroo_lite.adapter import KangarooAdapter
 from kangaroo_lite.bench import BenchConfig, mismatches, resolve_device, run_bench, write_results
 from kangaroo_lite.cli import main
 from kangaroo_lite.methods import OURS, PEERS
-from kangaroo_lite.models import DATA_DIR
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     """A data folder shaped like data/, with tiny random models over the real tokenizer."""
-    root = tmp_path_factory.mktemp("data")
-    shutil.copytree(DATA_DIR / "tokenizer", root / "tokenizer")
-    shutil.copy(DATA_DIR / "question.jsonl", root / "question.jsonl")
-    target = tiny_model(layers=4, vocab=4096, seed=1, sharpness=3.0)
-    draft = tiny_model(layers=1, vocab=4096, seed=2, sharpness=3.0)
-    target.save_pretrained(root / "models" / "target")
-    draft.save_pretrained(root / "models" / "draft")
-    KangarooAdapter.from_target(target, 2).save_pretrained(root / "models" / "adapter")
-    return root
+    return make_tiny_data_dir(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="module")

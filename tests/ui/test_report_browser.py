@@ -7,15 +7,12 @@ would be missing and the attempt would show up in the record.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
-from helpers import tiny_model
+from helpers import make_tiny_data_dir
 
-from kangaroo_lite.adapter import KangarooAdapter
 from kangaroo_lite.bench import BenchConfig, run_bench, write_results
-from kangaroo_lite.models import DATA_DIR
 
 pytestmark = pytest.mark.ui
 
@@ -39,15 +36,7 @@ FIGURES_JS = """
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     """A data folder shaped like data/, with tiny random models over the real tokenizer."""
-    root = tmp_path_factory.mktemp("data")
-    shutil.copytree(DATA_DIR / "tokenizer", root / "tokenizer")
-    shutil.copy(DATA_DIR / "question.jsonl", root / "question.jsonl")
-    target = tiny_model(layers=4, vocab=4096, seed=1, sharpness=3.0)
-    draft = tiny_model(layers=1, vocab=4096, seed=2, sharpness=3.0)
-    target.save_pretrained(root / "models" / "target")
-    draft.save_pretrained(root / "models" / "draft")
-    KangarooAdapter.from_target(target, 2).save_pretrained(root / "models" / "adapter")
-    return root
+    return make_tiny_data_dir(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="module")
