@@ -103,12 +103,14 @@ def acceptance_figure(results: dict):
     return fig
 
 
-def tree_figure(nodes: list[dict], title: str = "", height: int = 380, depth_title: str = "depth"):
+def tree_figure(nodes: list[dict], title: str = "", height: int | None = None, depth_title: str = "depth",
+                text_position: str = "middle right"):
     """A left-to-right tree drawn with plotly, leaves spread evenly and parents centred on their children.
 
     Each node is a dict: "id", "parent" (None for a root), "label" (text beside the node), and
     optionally "edge" (text on the edge from its parent), "color" (of the node and that edge),
-    "width" (of that edge) and "hover".
+    "width" (of that edge) and "hover". `text_position` places the labels (plotly's textposition);
+    `height` defaults to one that grows with the number of leaves.
     """
     import plotly.graph_objects as go
 
@@ -145,10 +147,11 @@ def tree_figure(nodes: list[dict], title: str = "", height: int = 380, depth_tit
             fig.add_annotation(x=(x0 + x1) / 2, y=(y0 + y1) / 2, text=n["edge"], showarrow=False,
                                font={"size": 11}, bgcolor="rgba(255,255,255,0.85)")
     fig.add_scatter(x=[depth[n["id"]] for n in nodes], y=[y[n["id"]] for n in nodes], mode="markers+text",
-                    text=[n.get("label", "") for n in nodes], textposition="middle right", showlegend=False,
+                    text=[n.get("label", "") for n in nodes], textposition=text_position, showlegend=False,
                     hovertext=[n.get("hover", n.get("label", "")) for n in nodes], hoverinfo="text",
                     marker={"size": 12, "color": [n.get("color", "#495057") for n in nodes]})
+    height = height or 160 + 70 * leaves[0]
     fig.update_layout(title=title, height=height, plot_bgcolor="white", margin={"l": 20, "r": 20},
                       xaxis={"title": depth_title, "dtick": 1, "range": [-0.2, max(depth.values()) + 0.7]},
-                      yaxis={"visible": False})
+                      yaxis={"visible": False, "range": [-leaves[0] + 0.5, 0.8]})
     return fig

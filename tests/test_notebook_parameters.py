@@ -29,9 +29,9 @@ CASES = {
         and r["sweep"]["0.0"]["mean_draft_length"] > r["sweep"]["0.95"]["mean_draft_length"],
     ),
     "04_mtad": (
-        {"num_beams": 2, "subtasks": ["qa", "math_reasoning"], "per_subtask": 1, "seeds": [0],
+        {"num_beams": 4, "subtasks": ["qa", "math_reasoning"], "per_subtask": 1, "seeds": [0],
          "scan_temperatures": [1.5], "gap_runs": 20},
-        lambda r: r["num_beams"] == 2 and r["metrics"],
+        lambda r: r["num_beams"] == 4 and r["metrics"],
     ),
     "05_spec_bench": (
         {"methods": ["autoregressive", "kangaroo"], "subtasks": ["qa"], "questions_per_subtask": 1,

@@ -150,3 +150,22 @@ def test_top_p_reaches_every_method(models):
     greedy = sampling_runners(models, 5, ["autoregressive"], 1.0, 1e-6, 3)["autoregressive"](ids).tokens
     for name, runner in tiny.items():
         assert runner(ids).tokens == greedy, name
+
+
+def test_tree_figure_places_leaves_evenly_and_parents_between_their_children():
+    from kangaroo_lite.viz import tree_figure
+
+    nodes = [{"id": "r", "parent": None, "label": "root"},
+             {"id": "a", "parent": "r", "label": "a", "edge": "0.6", "color": "red"},
+             {"id": "b", "parent": "r", "label": "b", "edge": "0.4"},
+             {"id": "a1", "parent": "a", "label": "a1"}, {"id": "a2", "parent": "a", "label": "a2"}]
+    fig = tree_figure(nodes, title="t")
+    points = fig.data[-1]
+    y = dict(zip(points.text, points.y, strict=True))
+    x = dict(zip(points.text, points.x, strict=True))
+    assert (x["root"], x["a"], x["a1"]) == (0, 1, 2)
+    assert y["a"] == (y["a1"] + y["a2"]) / 2 and y["root"] == (y["a"] + y["b"]) / 2
+    assert sorted([y["a1"], y["a2"], y["b"]]) == [-2, -1, 0]
+    assert [a.text for a in fig.layout.annotations] == ["0.6", "0.4"]
+    with pytest.raises(ValueError, match="not among the nodes"):
+        tree_figure([{"id": "x", "parent": "missing"}])
