@@ -40,17 +40,20 @@ train-models: $(STAMP)  ## reproduce the shipped target and draft (about 70 minu
 	$(BIN)/kangaroo-lite train-model --shape draft --steps 1500 --out build/draft-stage1
 	$(BIN)/kangaroo-lite train-model --shape draft --init build/draft-stage1 --steps 400 --out data/models/draft $(STAGE2) --examples 40000
 
-bench: $(STAMP)  ## the mini Spec-Bench of every method (about 10 minutes here); DEVICE=cuda on a GPU
-	$(BIN)/kangaroo-lite bench --device $(DEVICE)
+BENCH_OUT := results/$(shell date +%Y%m%d-%H%M%S)
+bench: $(STAMP)  ## the mini Spec-Bench, greedy then sampling/MTAD (about 12 minutes here); DEVICE=cuda on a GPU
+	$(BIN)/kangaroo-lite bench --device $(DEVICE) --out $(BENCH_OUT)
+	$(BIN)/kangaroo-lite bench --sampling --device $(DEVICE) --out $(BENCH_OUT)
 
 bench-quick: $(STAMP)  ## a smoke-sized benchmark (under 2 minutes)
-	$(BIN)/kangaroo-lite bench --quick --device $(DEVICE)
+	$(BIN)/kangaroo-lite bench --quick --device $(DEVICE) --out $(BENCH_OUT)
+	$(BIN)/kangaroo-lite bench --quick --sampling --device $(DEVICE) --out $(BENCH_OUT)
 
 GRID ?= experiments/threshold.yaml
 sweep: $(STAMP)  ## papermill runs over a grid: make sweep GRID=experiments/exit_layer.yaml
 	$(BIN)/kangaroo-lite sweep $(GRID)
 
-train-adapter: $(STAMP)  ## reproduce the shipped Kangaroo adapter (a few minutes)
+train-adapter: $(STAMP)  ## reproduce the shipped Kangaroo adapter (about 15 minutes here)
 	$(BIN)/kangaroo-lite train-adapter --force
 
 lint: $(STAMP)

@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .analysis import cost_ratio, expected_speedup
+from .checks import check_positive
 from .corpus import SUBTASKS, read_questions
 from .measure import MethodTiming, interleaved
 from .methods import LOSSLESS, OURS, PEERS, method_runners
@@ -48,6 +49,7 @@ class BenchConfig:
     options: dict[str, dict] = field(default_factory=dict)
     temperature: float = 0.0
     seed: int = 0
+    threads: int = 1  # CPU threads; these tiny models decode fastest on one
 
     @classmethod
     def quick(cls, **overrides) -> BenchConfig:
@@ -152,8 +154,19 @@ def load_bench_models(cfg: BenchConfig) -> DefaultModels:
 
 def run_bench(cfg: BenchConfig, models: DefaultModels | None = None, progress: bool = True) -> dict:
     """Run the benchmark (on `models`, or those `cfg` names) and return the results dict."""
+    check_positive("threads", cfg.threads)
     models = models or load_bench_models(cfg)
     device = models.target.device
+    previous_threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _run(cfg, models, device, progress)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run(cfg: BenchConfig, models: DefaultModels, device: torch.device, progress: bool) -> dict:
     questions = read_questions(cfg.questions or Path(cfg.data_dir) / "question.jsonl")
     prompts = bench_prompts(models, questions, cfg.subtasks, cfg.questions_per_subtask)
     methods = list(dict.fromkeys(["autoregressive", *cfg.methods]))  # our baseline always runs

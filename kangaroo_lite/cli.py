@@ -72,6 +72,7 @@ def cmd_train_model(args: argparse.Namespace) -> None:
 def cmd_train_adapter(args: argparse.Namespace) -> None:
     """Train a Kangaroo adapter for a target on the corpus and save it."""
     from .adapter import train_adapter
+    from .corpus import FINE_TUNING_MIXTURE, PRETRAINING_MIXTURE
     from .models import check_tokenizer_matches, load_model, load_tokenizer
 
     out = Path(args.out)
@@ -79,9 +80,12 @@ def cmd_train_adapter(args: argparse.Namespace) -> None:
     tokenizer = load_tokenizer(args.tokenizer)
     target = load_model(args.target)
     check_tokenizer_matches(tokenizer, target)
-    corpus = training_corpus(args.examples, seed=args.seed + 1000)  # not the target's training draw
+    mixture = PRETRAINING_MIXTURE if args.mixture == "pretraining" else FINE_TUNING_MIXTURE
+    # not the target's training draw
+    corpus = training_corpus(args.examples, seed=args.seed + 1000, mixture=mixture)
     adapter, history = train_adapter(target, tokenizer, corpus, args.exit_layer, steps=args.steps,
-                                     batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+                                     batch_size=args.batch_size, lr=args.lr, seed=args.seed, held_out=300,
+                                     eval_every=200)
     adapter.save_pretrained(out)
     (out / "training.json").write_text(json.dumps(history, indent=1))
     last = history[-1]
@@ -132,6 +136,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from .bench import BenchConfig, mismatches, run_bench, write_results
     from .report import print_summary
 
+    if args.sampling:
+        _bench_sampling(args)
+        return
     options = {"speculative": {"num_draft_tokens": args.num_draft_tokens,
                                "confidence_threshold": args.confidence_threshold},
                "kangaroo": {"threshold": args.threshold, "max_draft_tokens": args.max_draft_tokens}}
@@ -139,7 +146,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         options["hf_early_exit"] = {"exit_layer": args.exit_layer}
     fields = dict(subtasks=args.subtasks, device=args.device, dtype=args.dtype, data_dir=args.data_dir,
                   questions=args.questions, target=args.target, draft=args.draft, tokenizer=args.tokenizer,
-                  adapter=args.adapter, options=options)
+                  adapter=args.adapter, options=options, threads=args.threads)
     if args.methods:
         fields["methods"] = args.methods
     for name in ("questions_per_subtask", "max_new_tokens", "repeats"):
@@ -155,6 +162,45 @@ def cmd_bench(args: argparse.Namespace) -> None:
     wrong = mismatches(results)
     if wrong:
         sys.exit(f"LOSSLESS CHECK FAILED: {', '.join(wrong)} differ from the baseline's greedy output")
+
+
+def _bench_sampling(args: argparse.Namespace) -> None:
+    """MTAD against single-token and speculative sampling at one temperature: sampling.json and the floors."""
+    from datetime import datetime
+
+    import torch
+
+    from .bench import BenchConfig, load_bench_models
+    from .report import print_sampling_summary
+    from .sampling_quality import METHODS, compare_sampling, floors
+
+    if args.temperature <= 0:
+        raise SystemExit(f"--sampling needs a temperature > 0, got {args.temperature}")
+    out = Path(args.out or Path("results") / datetime.now().strftime("%Y%m%d-%H%M%S"))
+    _refuse_overwrite(out / "sampling.json", args.force)
+    cfg = BenchConfig(device=args.device, dtype=args.dtype, data_dir=args.data_dir, target=args.target,
+                      draft=args.draft, tokenizer=args.tokenizer, adapter=args.adapter)
+    models = load_bench_models(cfg)
+    if models.target.device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    drafting = {"num_draft_tokens": args.num_draft_tokens, "confidence_threshold": args.confidence_threshold}
+    options = {"speculative": drafting, "mtad": {**drafting, "num_beams": args.num_beams},
+               "mmtad": {**drafting, "num_beams": args.num_beams}}
+    questions = read_questions(args.questions or Path(args.data_dir) / "question.jsonl")
+    quick = args.quick
+    report = compare_sampling(
+        models, questions, methods=args.methods or METHODS, temperature=args.temperature,
+        subtasks=args.subtasks, per_subtask=args.questions_per_subtask or (1 if quick else 4),
+        max_new_tokens=args.max_new_tokens or (24 if quick else 48), seeds=range(1 if quick else args.seeds),
+        repeats=args.repeats or (1 if quick else 3), options=options,
+    )
+    floor = floors(report) if {"autoregressive", "speculative", "mtad"} <= set(report["methods"]) else None
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "sampling.json"
+    path.write_text(json.dumps({**report, "floors": floor, "threads": torch.get_num_threads()}, indent=1))
+    if floor:
+        print_sampling_summary(report, floor)
+    print(f"wrote {path}")
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -213,9 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.add_argument("--target", default=str(DATA_DIR / "models" / "target"))
     adapt.add_argument("--tokenizer", default=str(DATA_DIR / "tokenizer"))
     adapt.add_argument("--out", default=str(DATA_DIR / "models" / "adapter"))
-    adapt.add_argument("--exit-layer", type=int, default=2)
-    adapt.add_argument("--examples", type=int, default=6000)
-    adapt.add_argument("--steps", type=int, default=600)
+    adapt.add_argument("--exit-layer", type=int, default=1)
+    adapt.add_argument("--examples", type=int, default=26000)
+    adapt.add_argument("--steps", type=int, default=1600)
+    adapt.add_argument("--mixture", choices=["pretraining", "fine-tuning"], default="fine-tuning",
+                       help="subtask proportions of the corpus (fine-tuning: more math and RAG)")
     adapt.add_argument("--batch-size", type=int, default=16)
     adapt.add_argument("--lr", type=float, default=1e-3)
     adapt.add_argument("--seed", type=int, default=0)
@@ -241,11 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="a smoke-sized run (under 2 minutes)")
     bench.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     bench.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16")
+    bench.add_argument("--threads", type=int, default=1, help="CPU threads (tiny models decode fastest on one)")
     bench.add_argument("--num-draft-tokens", type=int, default=20, help="speculative: most drafts per round")
     bench.add_argument("--confidence-threshold", type=float, default=0.4,
                        help="speculative: stop drafting below this draft confidence (0: never)")
     bench.add_argument("--threshold", type=float, default=0.4, help="kangaroo: draft-step early-exit threshold")
-    bench.add_argument("--max-draft-tokens", type=int, default=12, help="kangaroo: most drafts per round")
+    bench.add_argument("--max-draft-tokens", type=int, default=20, help="kangaroo: most drafts per round")
     bench.add_argument("--exit-layer", type=int, help="hf_early_exit: layers of the early-exit draft")
     bench.add_argument("--data-dir", default=str(DATA_DIR))
     bench.add_argument("--questions", default="", help="a question.jsonl (ours or Spec-Bench's)")
@@ -253,6 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--draft", default="", help="a local checkpoint for the draft")
     bench.add_argument("--tokenizer", default="", help="a local tokenizer folder")
     bench.add_argument("--adapter", default="", help="a trained Kangaroo adapter folder")
+    bench.add_argument("--sampling", action="store_true",
+                       help="instead: MTAD vs single-token and speculative sampling (perplexity, accuracy, "
+                            "speed), written to sampling.json")
+    bench.add_argument("--temperature", type=float, default=1.5, help="--sampling: the temperature")
+    bench.add_argument("--seeds", type=int, default=3, help="--sampling: seeds per question")
+    bench.add_argument("--num-beams", type=int, default=2, help="--sampling: MTAD's beam width B")
     bench.add_argument("--out", help="output folder (default results/<timestamp>/)")
     bench.add_argument("--force", action="store_true", help="overwrite an existing results.json")
     bench.set_defaults(func=cmd_bench)

@@ -31,7 +31,9 @@ LOSSLESS = ("speculative", "kangaroo", "hf_greedy", "hf_assisted", "hf_prompt_lo
 # the threshold sweep on the shipped models (experiments/threshold.yaml).
 DEFAULT_OPTIONS: dict[str, dict] = {
     "speculative": {"num_draft_tokens": 20, "confidence_threshold": 0.4},
-    "kangaroo": {"max_draft_tokens": 12, "threshold": 0.4},
+    "kangaroo": {"max_draft_tokens": 20, "threshold": 0.4},
+    "mtad": {"num_draft_tokens": 20, "num_beams": 2, "confidence_threshold": 0.4},
+    "mmtad": {"num_draft_tokens": 20, "num_beams": 2, "confidence_threshold": 0.4},
     "hf_prompt_lookup": {"prompt_lookup_num_tokens": 10},
 }
 

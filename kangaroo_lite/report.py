@@ -50,6 +50,48 @@ def print_summary(results: dict) -> None:
     Console(width=170).print(table)
 
 
+SAMPLING_COLUMNS = [
+    ("perplexity", "perplexity", "{:.3f}"),
+    ("accuracy", "accuracy", "{:.2f}"),
+    ("tokens_per_second", "tokens/s", "{:.0f}"),
+    ("cpu_seconds_per_token", "CPU ms/token", "{:.2f}"),
+    ("mean_accepted", "#MAT", "{:.2f}"),
+]
+
+
+def print_sampling_summary(report: dict, floor: dict) -> None:
+    """Print the sampling comparison (one row per method) and MTAD's floors with the paper's figures."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .sampling_quality import FLOORS, PAPER
+
+    config = report["config"]
+    table = Table(title=f"sampling at temperature {config['temperature']}, top-p {config['top_p']} "
+                        f"({len(config['seeds'])} seeds × {config['per_subtask']} questions per subtask)")
+    table.add_column("method")
+    for _, label, _ in SAMPLING_COLUMNS:
+        table.add_column(label, justify="right")
+    for name, summary in report["methods"].items():
+        table.add_row(name, *[_cell(summary, key, fmt) for key, _, fmt in SAMPLING_COLUMNS])
+    console = Console(width=170)
+    console.print(table)
+    vs_sampling, vs_speculative, checks = floor["vs_sampling"], floor["vs_speculative"], floor["checks"]
+    accuracy = vs_sampling["accuracy_difference"]
+    lines = [
+        ("perplexity", f"perplexity {100 * vs_sampling['perplexity_reduction']:.1f}% lower than single-token "
+                       f"sampling (floor {100 * FLOORS['perplexity_reduction']:.0f}%, paper "
+                       f"{100 * PAPER['perplexity_reduction_vs_sampling']:.1f}%)"),
+        ("accuracy", "accuracy difference " + ("–" if accuracy is None else f"{accuracy:+.2f}") + " (floor ≥ 0)"),
+        ("faster", f"{vs_speculative['speedup']:.2f}x the tokens/s of speculative sampling "
+                   f"(floor > 1, paper {PAPER['speedup_vs_speculative']}x)"),
+        ("less_cpu", f"{vs_speculative['cpu_ratio']:.2f}x less CPU time per token than speculative sampling "
+                     f"(floor > 1, paper {PAPER['energy_ratio_vs_speculative']}x less energy)"),
+    ]
+    for key, text in lines:
+        console.print(f"{floor['method']}: {text}: " + ("[green]met[/green]" if checks[key] else "[red]NOT met[/red]"))
+
+
 def write_html_report(results: dict, path: str | Path) -> None:
     """A single HTML file with the tables and plotly figures, plotly.js inlined (works offline)."""
     head = "".join(f"<th>{html.escape(label)}</th>" for _, label, _ in COLUMNS)

@@ -2,7 +2,8 @@
 
 Temperature 0 means greedy decoding. It is represented as a one-hot distribution on the
 argmax, so that the same rejection rule that preserves a sampled distribution reduces to
-exact prefix matching in the greedy case.
+exact prefix matching in the greedy case; `accept_greedy` is that special case computed
+directly from the logits (the decoders' fast path, tested equal to the general rule).
 """
 
 from __future__ import annotations
@@ -79,3 +80,16 @@ def accept_drafts(target_probs: torch.Tensor, draft_probs: torch.Tensor, drafted
                 residual = target_probs[i]
             return i, sample(residual / residual.sum(), generator)
     return k, sample(target_probs[k], generator)
+
+
+def accept_greedy(target_logits: torch.Tensor, drafted: list[int]) -> tuple[int, int]:
+    """`accept_drafts` at temperature 0: keep drafts while they equal the target's argmax.
+
+    `target_logits` has one row per drafted token plus one (k+1, V). Returns how many drafts
+    match and the target's argmax after them (the correction, or the bonus token).
+    """
+    choices = target_logits.argmax(-1).tolist()
+    accepted = 0
+    while accepted < len(drafted) and drafted[accepted] == choices[accepted]:
+        accepted += 1
+    return accepted, choices[accepted]

@@ -28,13 +28,14 @@ FALSE_ALARM = 1e-3  # p-value below which a distribution test fails
 
 
 def tiny_model(arch: str = "llama", layers: int = 2, hidden: int = 32, vocab: int = 64, seed: int = 0,
-               sharpness: float = 1.0, kv_heads: int = 2, heads: int = 4, eos: int | None = 1) -> PreTrainedModel:
+               sharpness: float = 1.0, kv_heads: int = 2, heads: int = 4, eos: int | None = 1,
+               max_positions: int = 256) -> PreTrainedModel:
     """A randomly initialised causal LM; `sharpness` scales the LM head to make it more confident."""
     config_class, model_class = ARCHITECTURES[arch]
     torch.manual_seed(seed)
     config = config_class(
         vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=256,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=max_positions,
         bos_token_id=0, eos_token_id=eos, pad_token_id=2, tie_word_embeddings=False,
     )
     model = model_class(config).eval()

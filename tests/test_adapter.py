@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from helpers import tiny_model
 
 from kangaroo_lite.adapter import (
     KangarooAdapter,
@@ -28,27 +28,7 @@ def tiny_target(
     family: str = "llama", layers: int = 3, vocab: int = 64, seed: int = 0, sharpness: float = 30.0
 ) -> torch.nn.Module:
     """A random tiny target with GQA (4 query heads, 2 KV heads); its LM head is scaled to peak the outputs."""
-    config_class, model_class = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[
-        family
-    ]
-    torch.manual_seed(seed)
-    config = config_class(
-        vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=None,
-        eos_token_id=None,
-        pad_token_id=None,
-        tie_word_embeddings=False,
-    )
-    model = model_class(config).eval()
-    with torch.no_grad():
-        model.lm_head.weight.mul_(sharpness)
-    return model
+    return tiny_model(family, layers, vocab=vocab, seed=seed, sharpness=sharpness, eos=None, max_positions=512)
 
 
 # ---------------------------------------------------------------- shape and initialisation

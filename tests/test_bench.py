@@ -67,6 +67,17 @@ def test_the_device_option_is_honoured():
         resolve_device("tpu")
 
 
+def test_the_thread_count_is_used_for_the_run_and_restored_after(results, tiny_data):
+    assert results["environment"]["threads"] == 1  # the default, whatever the caller had
+    before = torch.get_num_threads()
+    cfg = BenchConfig.quick(data_dir=str(tiny_data), methods=[], subtasks=["qa"], questions_per_subtask=1,
+                            max_new_tokens=2, repeats=1, threads=2)
+    assert run_bench(cfg, progress=False)["environment"]["threads"] == 2
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads"):
+        run_bench(BenchConfig.quick(data_dir=str(tiny_data), threads=0), progress=False)
+
+
 def test_cli_bench_writes_results_and_refuses_to_overwrite(tiny_data, tmp_path, capsys):
     args = ["bench", "--quick", "--data-dir", str(tiny_data), "--methods", "speculative", "--subtasks", "qa",
             "--max-new-tokens", "6", "--out", str(tmp_path)]
@@ -75,3 +86,18 @@ def test_cli_bench_writes_results_and_refuses_to_overwrite(tiny_data, tmp_path, 
     assert set(data["summary"]) == {"autoregressive", "speculative"}
     with pytest.raises(SystemExit, match="already exists"):
         main(args)
+
+
+def test_cli_bench_sampling_writes_the_mtad_comparison_with_its_floors(tiny_data, tmp_path, capsys):
+    args = ["bench", "--sampling", "--quick", "--data-dir", str(tiny_data), "--subtasks", "qa", "math_reasoning",
+            "--max-new-tokens", "6", "--num-draft-tokens", "3", "--out", str(tmp_path)]
+    main(args)
+    data = json.loads((tmp_path / "sampling.json").read_text())
+    assert set(data["methods"]) == {"autoregressive", "speculative", "mtad", "mmtad"}
+    assert data["config"]["options"]["mtad"]["num_draft_tokens"] == 3
+    assert set(data["floors"]["checks"]) == {"perplexity", "accuracy", "faster", "less_cpu"}
+    assert "less CPU time per token than speculative sampling" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="already exists"):
+        main(args)
+    with pytest.raises(SystemExit, match="temperature"):
+        main([*args[:-2], "--out", str(tmp_path / "cold"), "--temperature", "0"])

@@ -7,20 +7,11 @@ import functools
 
 import pytest
 import torch
+from helpers import tiny_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.stats import chisquare
-from transformers import (
-    DynamicCache,
-    GPT2Config,
-    GPT2LMHeadModel,
-    LlamaConfig,
-    LlamaForCausalLM,
-    MistralConfig,
-    MistralForCausalLM,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-)
+from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel, MistralConfig, MistralForCausalLM
 
 from kangaroo_lite.adapter import KangarooAdapter
 from kangaroo_lite.decoding.autoregressive import autoregressive
@@ -29,11 +20,7 @@ from kangaroo_lite.sampling import warp
 
 torch.set_num_threads(1)
 
-FAMILIES = {
-    "llama": (LlamaConfig, LlamaForCausalLM),
-    "qwen2": (Qwen2Config, Qwen2ForCausalLM),  # q/k/v projections with bias
-    "mistral": (MistralConfig, MistralForCausalLM),  # sliding-window cache layers
-}
+FAMILIES = ("llama", "qwen2", "mistral")  # qwen2: q/k/v projections with bias; mistral: sliding-window layers
 
 
 @functools.cache
@@ -45,25 +32,7 @@ def tiny_target(
     Its LM head is scaled up so that next-token distributions are peaked, as in a trained model,
     rather than nearly uniform.
     """
-    config_class, model_class = FAMILIES[family]
-    torch.manual_seed(seed)
-    config = config_class(
-        vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=None,
-        eos_token_id=None,
-        pad_token_id=None,
-        tie_word_embeddings=False,
-    )
-    model = model_class(config).eval()
-    with torch.no_grad():
-        model.lm_head.weight.mul_(sharpness)
-    return model
+    return tiny_model(family, layers, vocab=vocab, seed=seed, sharpness=sharpness, eos=None)
 
 
 @functools.cache

@@ -19,3 +19,15 @@ def test_kangaroo_with_a_low_threshold_and_long_drafts_is_still_identical(shippe
     for qid, (ids, expected) in list(baseline_greedy.items())[::12]:
         result = kangaroo(shipped.target, shipped.adapter, ids, LOSSLESS_TOKENS, threshold=0.0, max_draft_tokens=8)
         assert result.tokens == expected, qid
+
+
+def test_no_method_drafts_past_the_end_of_text_token(shipped, baseline_greedy):
+    eos = shipped.tokenizer.eos_token_id
+    prompts = [ids for ids, _ in list(baseline_greedy.values())[::40]]
+    results = [kangaroo(shipped.target, shipped.adapter, ids, LOSSLESS_TOKENS) for ids in prompts]
+    results += [speculative(shipped.target, shipped.draft, ids, LOSSLESS_TOKENS, num_draft_tokens=20)
+                for ids in prompts]
+    drafts = [step.drafted for result in results for step in result.steps]
+    assert all(eos not in drafted[:-1] for drafted in drafts)
+    assert sum(bool(drafted) and drafted[-1] == eos for drafted in drafts) >= len(prompts)  # rounds it ended
+    assert any(step.info.get("draft_stop") == "eos" for result in results[: len(prompts)] for step in result.steps)

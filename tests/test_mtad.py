@@ -13,12 +13,14 @@ from transformers import DynamicCache
 
 from kangaroo_lite.decoding.mtad import (
     MTADDecoder,
+    _sample_distinct,
     beam_sample,
     mtad,
     select_accepted,
     target_joint_logp,
     tree_attention,
 )
+from kangaroo_lite.models import encode_chat
 from kangaroo_lite.mtjd import (
     beam_search_joint,
     joint_argmax,
@@ -120,7 +122,10 @@ def test_every_step_emits_the_accepted_prefix_of_its_candidate_plus_one_target_t
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral"])
 @pytest.mark.parametrize("multi_candidate", [False, True])
-def test_kv_caches_equal_a_fresh_forward_on_the_accepted_sequence_after_every_step(arch, multi_candidate):
+@pytest.mark.parametrize("confidence_threshold", [0.0, 0.05])
+def test_kv_caches_equal_a_fresh_forward_on_the_accepted_sequence_after_every_step(
+    arch, multi_candidate, confidence_threshold
+):
     target, draft = pair(arch=arch, eos=None)
     decoder = MTADDecoder(
         target,
@@ -132,13 +137,15 @@ def test_kv_caches_equal_a_fresh_forward_on_the_accepted_sequence_after_every_st
         top_p=1.0,
         generator=make_generator(5),
         multi_candidate=multi_candidate,
+        confidence_threshold=confidence_threshold,
     )
     recorder = Recorder("mtad", PROMPT[0].tolist(), 40, None)
-    reordered = False
+    reordered, stopped_early = False, False
     with torch.inference_mode():
         while not recorder.done:
             step = decoder.step(min(4, recorder.remaining - 1))
             reordered |= step.info.get("beams", [0])[0] > 1 and len(step.info["beams"]) > 2
+            stopped_early |= 0 < len(step.info.get("beams", [0])) < min(4, recorder.remaining - 1)
             kept = recorder.record(step)
             decoder.sequence = torch.cat([decoder.sequence, torch.tensor([kept])], 1)
             sequence = decoder.sequence
@@ -146,7 +153,10 @@ def test_kv_caches_equal_a_fresh_forward_on_the_accepted_sequence_after_every_st
             drafted = decoder.draft_cache.get_seq_length()
             assert drafted <= sequence.shape[1] - 1
             assert_same_cache(decoder.draft_cache, fresh_cache(draft, sequence[:, :drafted]))
-    assert reordered  # the beams were expanded and reordered by parent at least once
+    if confidence_threshold:
+        assert stopped_early  # the confidence stop ended some rounds early
+    else:
+        assert reordered and not stopped_early  # the beams were expanded and reordered by parent
 
 
 def test_tree_mask_gives_every_node_the_logits_of_its_own_path():
@@ -170,6 +180,19 @@ def test_tree_mask_gives_every_node_the_logits_of_its_own_path():
                 path = torch.tensor([tree.path_tokens(depth, i)])
                 alone = target(input_ids=torch.cat([prompt, path], 1)).logits[0, -1]
                 torch.testing.assert_close(logits[3 + offsets[depth - 1] + i], alone, atol=1e-4, rtol=1e-4)
+
+
+def test_distinct_sampling_draws_first_in_proportion_to_the_weights_then_without_replacement():
+    weights = torch.tensor([[0.5, 0.25], [0.15, 0.1]])
+    generator, trials = make_generator(3), 4000
+    firsts = torch.zeros(4)
+    for _ in range(trials):
+        picked = _sample_distinct(weights.log(), 2, generator)
+        assert len(set(picked.tolist())) == 2
+        firsts[picked[0]] += 1
+    assert chisquare(firsts.numpy(), weights.flatten().numpy() * trials).pvalue > FALSE_ALARM
+    impossible = torch.tensor([0.0, 1.0]).log()  # a zero weight is never drawn, even when more are asked for
+    assert _sample_distinct(impossible, 2, generator).tolist() == [1]
 
 
 def test_beam_sampling_keeps_distinct_beams_and_exact_joint_draft_logprobs():
@@ -221,7 +244,7 @@ def test_trace_records_the_candidate_and_its_joint_likelihoods():
 
 @pytest.mark.parametrize("multi_candidate", [False, True])
 def test_a_draft_equal_to_the_target_gets_every_draft_accepted(multi_candidate):
-    target, _ = pair()
+    target, _ = pair(eos=None)  # no end of sequence to cut a round short
     result = mtad(target, target, PROMPT, 30, num_draft_tokens=4, seed=2, multi_candidate=multi_candidate)
     assert result.acceptance_by_position() == [1.0] * 4
 
@@ -311,6 +334,7 @@ def test_mtad_gap_is_measured_for_both_variants():
         ({"accept_threshold": float("nan")}, "accept_threshold"),
         ({"temperature": 0.0}, "sampling method"),
         ({"top_p": 0.0}, "top_p"),
+        ({"confidence_threshold": 1.5}, "confidence_threshold"),
     ],
 )
 def test_bad_input_is_refused_with_a_clear_error(kwargs, message):
@@ -362,3 +386,14 @@ def test_several_beams_favour_continuations_more_likely_than_exact_sampling():
     gap = mtad_gap(target, target, PROMPT5, k=3, runs=200, num_beams=4, num_draft_tokens=3)
     assert gap.mtad_logprob > gap.sampling_logprob + 0.3
     assert gap.optimum_rate > 0.1
+
+
+def test_drafting_ends_when_the_most_likely_beam_reaches_the_end_of_text(shipped, questions):
+    eos, gamma = shipped.tokenizer.eos_token_id, 30
+    prompts = [encode_chat(shipped.tokenizer, record["turns"][0]) for record in questions[::60]]
+    steps = [step for ids in prompts
+             for step in mtad(shipped.target, shipped.draft, ids, 64, num_draft_tokens=gamma, num_beams=2,
+                              temperature=1.0, seed=0).steps]
+    ended = [step for step in steps if step.drafted and step.drafted[-1] == eos]
+    assert ended and all(len(step.drafted) < gamma for step in ended)
+

@@ -7,7 +7,7 @@ import torch
 from helpers import FALSE_ALARM
 from scipy.stats import chisquare
 
-from kangaroo_lite.sampling import accept_drafts, check_sampling, make_generator, next_token, warp
+from kangaroo_lite.sampling import accept_drafts, accept_greedy, check_sampling, make_generator, next_token, warp
 
 
 def test_greedy_warp_is_one_hot_on_the_argmax():
@@ -48,6 +48,20 @@ def test_greedy_acceptance_is_exact_prefix_matching():
     assert accept_drafts(p, q, [3, 4, 0], make_generator(0)) == (2, 5)
     q_all = torch.nn.functional.one_hot(torch.tensor([3, 4, 5]), 8).float()
     assert accept_drafts(p, q_all, [3, 4, 5], make_generator(0)) == (3, 6)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_greedy_fast_path_equals_the_general_rule_on_one_hot_distributions(seed):
+    generator = torch.Generator().manual_seed(seed)
+    k = int(torch.randint(0, 6, (1,), generator=generator))
+    target_logits = torch.randn(k + 1, 5, generator=generator)
+    # drafts that often agree with the target's argmax, sometimes not
+    guesses = torch.randint(0, 5, (k,), generator=generator)
+    agree = torch.rand(k, generator=generator) < 0.7
+    drafted = torch.where(agree, target_logits.argmax(-1)[:k], guesses).tolist()
+    one_hot_drafts = torch.nn.functional.one_hot(torch.tensor(drafted, dtype=torch.long), 5).float()
+    general = accept_drafts(warp(target_logits, 0, 1.0), one_hot_drafts, drafted, make_generator(0))
+    assert accept_greedy(target_logits, drafted) == general
 
 
 def _first_token_counts(p, q, trials, rule):

@@ -31,10 +31,10 @@ from ..adapter import KangarooAdapter, check_target
 from ..cache import truncate_cache
 from ..checks import check_positive, eos_id, prepare_prompt
 from ..result import DecodingResult, Recorder, Step
-from ..sampling import accept_drafts, check_sampling, make_generator, warp
+from ..sampling import accept_drafts, accept_greedy, check_sampling, make_generator, warp
 from .speculative import probs_of
 
-THRESHOLD, MAX_DRAFT_TOKENS, BUDGET = "threshold", "max_draft_tokens", "budget"
+THRESHOLD, MAX_DRAFT_TOKENS, BUDGET, EOS = "threshold", "max_draft_tokens", "budget", "eos"
 
 
 def _mask_function(config, layer: int) -> Callable:
@@ -59,6 +59,10 @@ class SelfDraft:
         self.adapter_cache = DynamicCache()
         self.pending: torch.Tensor | None = None  # exited hidden states the adapter has not read yet
         self.mask_functions = [_mask_function(self.config, i) for i in range(len(self.layers))]
+        # RoPE depends on the position only (unless it rescales with the length seen): computed once
+        # for a table of positions, then sliced, instead of once per draft step.
+        self.rope_table: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.static_rope = getattr(self.rotary, "rope_type", "default") not in ("dynamic", "longrope")
 
     def check_window(self, length: int) -> None:
         """Raise `ValueError` if a sequence of `length` tokens may outgrow a sliding attention window.
@@ -72,8 +76,20 @@ class SelfDraft:
                 f"the model's sliding attention window of {window}: not supported"
             )
 
-    def _positions(self, first: int, count: int, like: torch.Tensor) -> torch.Tensor:
-        return torch.arange(first, first + count, device=like.device).unsqueeze(0)
+    def _rope(
+        self, first: int, count: int, like: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Position ids (1, count) from `first` and their RoPE (cos, sin), from a table grown on demand."""
+        end = first + count
+        if not self.static_rope:
+            positions = torch.arange(first, end, device=like.device).unsqueeze(0)
+            return positions, self.rotary(like, positions)
+        if self.rope_table is None or self.rope_table[0].shape[1] < end:
+            size = max(end, 2 * (0 if self.rope_table is None else self.rope_table[0].shape[1]), 256)
+            positions = torch.arange(size, device=like.device).unsqueeze(0)
+            self.rope_table = (positions, *self.rotary(like, positions))
+        positions, cos, sin = self.rope_table
+        return positions[:, first:end], (cos[:, first:end], sin[:, first:end])
 
     def _run_layers(
         self,
@@ -84,11 +100,12 @@ class SelfDraft:
         rope: tuple[torch.Tensor, torch.Tensor],
     ) -> torch.Tensor:
         # Layers of one kind hold equal lengths, so each mask is built once, sized to the first
-        # such layer's cache (shallow layers run ahead of deep ones while drafting).
-        masks = {}
+        # such layer's cache (shallow layers run ahead of deep ones while drafting). One new token
+        # sees every cached position (check_window keeps sliding windows from cutting any): no mask.
+        single, masks = hidden.shape[1] == 1, {}
         for i in range(start, stop):
             build = self.mask_functions[i]
-            if build not in masks:
+            if not single and build not in masks:
                 masks[build] = build(
                     config=self.config,
                     inputs_embeds=hidden,
@@ -99,7 +116,7 @@ class SelfDraft:
                 )
             hidden = self.layers[i](
                 hidden,
-                attention_mask=masks[build],
+                attention_mask=masks.get(build),
                 position_ids=positions,
                 past_key_values=self.cache,
                 use_cache=True,
@@ -110,27 +127,23 @@ class SelfDraft:
     def shallow(self, input_ids: torch.Tensor, first_position: int) -> tuple[torch.Tensor, tuple]:
         """Run tokens (1, n) through layers 0..exit_layer-1; returns the exited states and their RoPE."""
         hidden = self.embed(input_ids)
-        positions = self._positions(first_position, input_ids.shape[1], hidden)
-        rope = self.rotary(hidden, positions)
+        positions, rope = self._rope(first_position, input_ids.shape[1], hidden)
         return self._run_layers(hidden, 0, self.exit_layer, positions, rope), rope
 
     def deep(self, exited: torch.Tensor, first_position: int, keep_last: int) -> torch.Tensor:
         """Run exited states (1, n, h) through the remaining layers, norm and head: logits of the last positions."""
-        positions = self._positions(first_position, exited.shape[1], exited)
-        rope = self.rotary(exited, positions)
+        positions, rope = self._rope(first_position, exited.shape[1], exited)
         hidden = self._run_layers(exited, self.exit_layer, len(self.layers), positions, rope)
         return self.head(self.norm(hidden[:, -keep_last:]))[0]
 
     def draft(self, exited: torch.Tensor, rope: tuple, position: int) -> torch.Tensor:
         """Adapter + head on the newest exited state (after any pending ones): next-token logits (V,)."""
+        mask = None  # one new token attends to everything cached: no mask needed
         if self.pending is not None:
             exited = torch.cat([self.pending, exited], dim=1)
             self.pending = None
-            positions = self._positions(position + 1 - exited.shape[1], exited.shape[1], exited)
-            rope = self.rotary(exited, positions)
-        else:
-            positions = self._positions(position, 1, exited)
-        mask = self.adapter.causal_mask(exited, positions, self.adapter_cache)
+            positions, rope = self._rope(position + 1 - exited.shape[1], exited.shape[1], exited)
+            mask = self.adapter.causal_mask(exited, positions, self.adapter_cache)
         out = self.adapter(exited, rope, attention_mask=mask, past_key_values=self.adapter_cache)
         return self.head(out[:, -1])[0]
 
@@ -169,18 +182,19 @@ def _draft(
     temperature: float,
     top_p: float,
     generator: torch.Generator,
+    eos: int | None = None,
 ) -> tuple:
     """Draft up to `budget` tokens after `last` (1, 1) at `position`.
 
-    Returns the drafted ids, their draft distributions (k, V) and logits (k, V), the confidences,
-    the exited states of [last, drafts] (1, k+1, h), and whether the threshold stopped it.
+    Returns the drafted ids, their draft distributions (k, V; None when greedy) and logits (k, V), the confidences,
+    the exited states of [last, drafts] (1, k+1, h), and what stopped it early (EOS, THRESHOLD or None).
     """
     drafted, rows, dists, confidences, exited = [], [], [], [], []
-    token, below = last, False
+    token, stop = last, None
     for i in range(budget + 1):
         hidden, rope = model.shallow(token, position + i)  # every draft needs its shallow KV for verification
         exited.append(hidden)
-        if i == budget or below:
+        if i == budget or stop:
             model.defer(hidden)  # the adapter reads it next round if it is accepted
             break
         row = model.draft(hidden, rope, position + i)
@@ -194,16 +208,14 @@ def _draft(
         drafted.append(int(choice))
         rows.append(row)
         confidences.append(float(confidence))
-        below = confidences[-1] < threshold
+        if drafted[-1] == eos:  # nothing follows the end of the text: drafting on would be wasted
+            stop = EOS
+        elif confidences[-1] < threshold:
+            stop = THRESHOLD
         token = choice.view(1, 1)
     logits = torch.stack(rows) if rows else None
-    if not rows:
-        q = None
-    elif temperature == 0:
-        q = warp(logits, 0, 1.0)  # one-hot: the rejection rule becomes exact prefix matching
-    else:
-        q = torch.stack(dists)
-    return drafted, q, logits, confidences, torch.cat(exited, dim=1), below
+    q = torch.stack(dists) if dists else None  # None when greedy: verification matches argmaxes
+    return drafted, q, logits, confidences, torch.cat(exited, dim=1), stop
 
 
 @torch.inference_mode()
@@ -226,7 +238,8 @@ def kangaroo(
     logits when greedy, the warped (temperature, top-p) distribution it samples from otherwise.
     Each step's `info` records `exit_layer`, the `confidences` of its drafts and `draft_stop`:
     "threshold" (the last draft's confidence fell below it; that draft is still verified),
-    "max_draft_tokens", or "budget" (the token budget left fewer drafts than `max_draft_tokens`).
+    "eos" (the last draft is the end-of-text token), "max_draft_tokens", or "budget" (the token
+    budget left fewer drafts than `max_draft_tokens`).
     `on_round(state, sequence)` is called after the prefill and after every round, for
     inspection (the cache invariant tests use it).
     """
@@ -253,17 +266,20 @@ def kangaroo(
     while not recorder.done:
         context = sequence.shape[1]
         budget = min(max_draft_tokens, recorder.remaining - 1)  # never draft past max_new_tokens
-        drafted, q, draft_logits, confidences, exited, below = _draft(
-            model, sequence[:, -1:], context - 1, budget, threshold, temperature, top_p, generator
+        drafted, q, draft_logits, confidences, exited, stop = _draft(
+            model, sequence[:, -1:], context - 1, budget, threshold, temperature, top_p, generator,
+            recorder.eos_token_id,
         )
-        stop = THRESHOLD if below else MAX_DRAFT_TOKENS if budget == max_draft_tokens else BUDGET
+        stop = stop or (MAX_DRAFT_TOKENS if budget == max_draft_tokens else BUDGET)
         # Verify: the deep layers read [last token, drafts] once, from their exited states (in the
         # first round after the rest of the prompt).
         if unread is not None:
             exited, unread = torch.cat([unread, exited], dim=1), None
         target_logits = model.deep(exited, context - exited.shape[1] + len(drafted), keep_last=len(drafted) + 1)
-        p = warp(target_logits, temperature, top_p)
-        accepted, token = accept_drafts(p, q, drafted, generator)
+        if temperature == 0:
+            accepted, token = accept_greedy(target_logits, drafted)
+        else:
+            accepted, token = accept_drafts(warp(target_logits, temperature, top_p), q, drafted, generator)
         step = Step(
             emitted=drafted[:accepted] + [token],
             drafted=drafted,

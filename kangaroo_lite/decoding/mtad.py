@@ -92,10 +92,15 @@ class BeamTree:
 
 
 def _sample_distinct(log_weights: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
-    """Up to `count` distinct flat indices drawn without replacement, with probability ∝ exp(log_weights)."""
-    weights = torch.exp(log_weights - log_weights.max()).flatten()
-    count = min(count, int((weights > 0).sum()))
-    return torch.multinomial(weights, count, replacement=False, generator=generator)
+    """Up to `count` distinct flat indices drawn without replacement, with probability ∝ exp(log_weights).
+
+    The Gumbel-top-k trick: the `count` largest of log w + Gumbel noise are distributed exactly as
+    successive draws without replacement (and need one pass instead of `count` multinomial draws).
+    """
+    flat = log_weights.flatten()
+    count = min(count, int(torch.isfinite(flat).sum()))
+    uniform = torch.rand(flat.shape, generator=generator, device=flat.device).clamp_min(torch.finfo(flat.dtype).tiny)
+    return (flat - torch.log(-torch.log(uniform))).topk(count).indices
 
 
 def beam_sample(
@@ -107,13 +112,18 @@ def beam_sample(
     temperature: float,
     top_p: float,
     generator: torch.Generator,
+    stop_below: float = 0.0,
+    eos: int | None = None,
 ) -> BeamTree:
-    """Beam sampling over `depth` tokens after `fresh` (the tokens the batch-1 `cache` lacks).
+    """Beam sampling over up to `depth` tokens after `fresh` (the tokens the batch-1 `cache` lacks).
 
-    Leaves `cache` with one row per node of depth `depth - 1` (their paths cached), batch 1 if depth is 1.
+    Drafting stops early after a depth whose most likely node's newest token has draft
+    probability below `stop_below` (0: always `depth`, as the paper) or is the end-of-text token
+    `eos`. Leaves `cache` with one row per node of depth `tree.depth - 1` (their paths cached),
+    batch 1 if that is 0.
     """
     tree = BeamTree()
-    logits = draft(input_ids=fresh, past_key_values=cache, use_cache=True).logits[:, -1]
+    logits = draft(input_ids=fresh, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
     joint = torch.zeros(1, device=fresh.device)
     for d in range(depth):
         if d == 1:
@@ -131,6 +141,9 @@ def beam_sample(
         tree.parents.append(parents)
         tree.token_logq.append(token_logq)
         tree.joint_logq.append(joint)
+        best = joint.argmax()
+        if (stop_below and token_logq[best].exp() < stop_below) or (eos is not None and int(tokens[best]) == eos):
+            break
     return tree
 
 
@@ -232,11 +245,13 @@ class MTADDecoder:
         top_p: float,
         generator: torch.Generator,
         multi_candidate: bool,
+        confidence_threshold: float = 0.0,
     ):
         self.target, self.draft, self.sequence = target, draft, ids
         self.num_beams, self.log_threshold = num_beams, math.log(accept_threshold)
         self.temperature, self.top_p, self.generator = temperature, top_p, generator
-        self.multi_candidate = multi_candidate
+        self.multi_candidate, self.confidence_threshold = multi_candidate, confidence_threshold
+        self.eos = eos_id(target)
         self.target_cache = DynamicCache(config=target.config)
         self.draft_cache = DynamicCache(config=draft.config)
 
@@ -246,7 +261,8 @@ class MTADDecoder:
         cached = self.target_cache.get_seq_length()
         fresh = self.sequence[:, cached:]
         if depth == 0:
-            logits = self.target(input_ids=fresh, past_key_values=self.target_cache, use_cache=True).logits[0, -1]
+            logits = self.target(input_ids=fresh, past_key_values=self.target_cache, use_cache=True,
+                                 logits_to_keep=1).logits[0, -1]
             return Step(emitted=[sample(warp(logits, self.temperature, self.top_p), self.generator)])
 
         drafted = self.draft_cache.get_seq_length()
@@ -259,9 +275,11 @@ class MTADDecoder:
             self.temperature,
             self.top_p,
             self.generator,
+            self.confidence_threshold,
+            self.eos,
         )
         best = int(tree.joint_logq[-1].argmax())  # MTAD's candidate: the most likely final beam
-        verified = tree if self.multi_candidate else tree.chain(depth, best)
+        verified = tree if self.multi_candidate else tree.chain(tree.depth, best)
 
         # One target pass over [fresh tokens, candidate nodes]; row 0 predicts depth 1, row 1 + j follows node j.
         mask = positions = None
@@ -274,7 +292,8 @@ class MTADDecoder:
             position_ids=positions,
             past_key_values=self.target_cache,
             use_cache=True,
-        ).logits[0, fresh.shape[1] - 1 :]
+            logits_to_keep=inputs.shape[1] - fresh.shape[1] + 1,
+        ).logits[0]
         p = warp(logits, self.temperature, self.top_p)
         joint_logp = target_joint_logp(verified, p.log())
         accepted, index = select_accepted(joint_logp, verified.joint_logq, self.log_threshold)
@@ -286,7 +305,7 @@ class MTADDecoder:
 
         # Cut both caches to the accepted context: the target keeps the path's nodes, the draft one beam row.
         _keep_positions(self.target_cache, n, flat)
-        tree_path = path if self.multi_candidate else tree.ancestry(depth, best)[:accepted]
+        tree_path = path if self.multi_candidate else tree.ancestry(tree.depth, best)[:accepted]
         row, kept = _cached_draft_row(tree, tree_path)
         self.draft_cache.batch_select_indices(torch.tensor([row], device=device))
         truncate_cache(self.draft_cache, n + kept)
@@ -378,12 +397,15 @@ def mtad(
     top_p: float = 1.0,
     seed: int | None = None,
     multi_candidate: bool = False,
+    confidence_threshold: float = 0.0,
     tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> DecodingResult:
     """Multi-token assisted decoding: draft beam sampling, joint-likelihood verification with threshold τ.
 
     `num_draft_tokens` is γ, `num_beams` is B, `accept_threshold` is τ (official defaults: B = 4,
     τ = 0.5). `multi_candidate=True` verifies every beam at once with a tree mask (MMTAD).
+    `confidence_threshold` > 0 ends a round's drafting early, after a depth where the most likely
+    beam's newest token has draft probability below it (as `speculative`'s option; 0: fixed γ).
     MTAD is a sampling method: temperature 0 raises `ValueError` (use `speculative` for greedy).
     """
     check_sampling(temperature, top_p)
@@ -396,6 +418,9 @@ def mtad(
     check_positive("num_draft_tokens", num_draft_tokens)
     check_positive("num_beams", num_beams)
     _check_threshold(accept_threshold)
+    if isinstance(confidence_threshold, bool) or not isinstance(confidence_threshold, (int, float)) \
+            or not 0 <= confidence_threshold <= 1:
+        raise ValueError(f"confidence_threshold must be in [0, 1], got {confidence_threshold!r}")
     check_same_vocabulary(target, draft)
     ids = prepare_prompt(input_ids, target, max_new_tokens)
     if multi_candidate:
@@ -403,7 +428,8 @@ def mtad(
     generator = make_generator(seed, ids.device)
     recorder = Recorder("mmtad" if multi_candidate else "mtad", ids[0].tolist(), max_new_tokens, eos_id(target))
     decoder = MTADDecoder(
-        target, draft, ids, num_beams, accept_threshold, temperature, top_p, generator, multi_candidate
+        target, draft, ids, num_beams, accept_threshold, temperature, top_p, generator, multi_candidate,
+        confidence_threshold,
     )
     while not recorder.done:
         kept = recorder.record(decoder.step(min(num_draft_tokens, recorder.remaining - 1)))

@@ -18,7 +18,7 @@ from ..cache import truncate_cache
 from ..checks import check_positive, eos_id, prepare_prompt
 from ..models import check_same_vocabulary
 from ..result import DecodingResult, Recorder, Step
-from ..sampling import accept_drafts, check_sampling, make_generator, sample, warp
+from ..sampling import accept_drafts, accept_greedy, check_sampling, make_generator, sample, warp
 
 
 def probs_of(logits: torch.Tensor, tokens: list[int], temperature: float, top_p: float) -> list[float]:
@@ -31,30 +31,39 @@ class DraftModelProposer:
     """Proposes tokens with a small causal LM that keeps its own KV cache."""
 
     def __init__(self, draft: PreTrainedModel, temperature: float, top_p: float, generator: torch.Generator,
-                 confidence_threshold: float = 0.0):
+                 confidence_threshold: float = 0.0, eos: int | None = None):
         self.model, self.temperature, self.top_p, self.generator = draft, temperature, top_p, generator
-        self.confidence_threshold = confidence_threshold
+        self.confidence_threshold, self.eos = confidence_threshold, eos
         self.cache = DynamicCache(config=draft.config)
 
-    def propose(self, sequence: torch.Tensor, k: int) -> tuple[list[int], torch.Tensor, torch.Tensor]:
-        """Draft up to k tokens after `sequence`; returns them, their draft probs and logits (n, V).
+    def propose(self, sequence: torch.Tensor, k: int) -> tuple[list[int], torch.Tensor | None, torch.Tensor]:
+        """Draft up to k tokens after `sequence`; returns them, their draft probs (n, V; None when
+        greedy) and logits (n, V).
 
         Drafting stops early after a token whose top-1 draft probability (softmax of the
-        logits) is below `confidence_threshold`, as Hugging Face's assistant does.
+        logits) is below `confidence_threshold`, as Hugging Face's assistant does, and after
+        the end-of-text token `eos` (nothing follows it).
         """
         fresh = sequence[:, self.cache.get_seq_length():]  # tokens the draft has not cached yet
+        greedy = self.temperature == 0
         drafted, probs, logits = [], [], []
         for _ in range(k):
-            row = self.model(input_ids=fresh, past_key_values=self.cache, use_cache=True).logits[0, -1]
-            q = warp(row, self.temperature, self.top_p)
-            token = sample(q, self.generator)
+            out = self.model(input_ids=fresh, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+            row = out.logits[0, -1]
+            if greedy:  # the argmax: a one-hot q needs no sampling
+                token = int(row.argmax())
+            else:
+                q = warp(row, self.temperature, self.top_p)
+                token = sample(q, self.generator)
+                probs.append(q)
             drafted.append(token)
-            probs.append(q)
             logits.append(row)
+            if token == self.eos:
+                break
             if self.confidence_threshold and torch.softmax(row.float(), -1).max() < self.confidence_threshold:
                 break
             fresh = torch.tensor([[token]], device=sequence.device)
-        return drafted, torch.stack(probs), torch.stack(logits)
+        return drafted, None if greedy else torch.stack(probs), torch.stack(logits)
 
     def rollback(self, length: int) -> None:
         """Forget cached positions beyond `length` (the accepted context)."""
@@ -81,7 +90,7 @@ def speculative(target: PreTrainedModel, draft: PreTrainedModel, input_ids: torc
     ids = prepare_prompt(input_ids, target, max_new_tokens)
     generator = make_generator(seed, ids.device)
     recorder = Recorder("speculative", ids[0].tolist(), max_new_tokens, eos_id(target))
-    proposer = DraftModelProposer(draft, temperature, top_p, generator, confidence_threshold)
+    proposer = DraftModelProposer(draft, temperature, top_p, generator, confidence_threshold, recorder.eos_token_id)
     cache = DynamicCache(config=target.config)
 
     # The first round's verification pass also reads the prompt: no separate prefill pass.
@@ -93,9 +102,12 @@ def speculative(target: PreTrainedModel, draft: PreTrainedModel, input_ids: torc
         # Verify: one target pass over what it has not read yet (the prompt, or the last token) and the drafts.
         unread = sequence[:, cache.get_seq_length():]
         verify = torch.cat([unread, torch.tensor([drafted], device=ids.device, dtype=torch.long)], 1)
-        target_logits = target(input_ids=verify, past_key_values=cache, use_cache=True).logits[0, -len(drafted) - 1:]
-        p = warp(target_logits, temperature, top_p)
-        accepted, token = accept_drafts(p, q, drafted, generator)
+        target_logits = target(input_ids=verify, past_key_values=cache, use_cache=True,
+                               logits_to_keep=len(drafted) + 1).logits[0]
+        if temperature == 0:
+            accepted, token = accept_greedy(target_logits, drafted)
+        else:
+            accepted, token = accept_drafts(warp(target_logits, temperature, top_p), q, drafted, generator)
         step = Step(emitted=drafted[:accepted] + [token], drafted=drafted, accepted=accepted)
         if drafted:
             step.draft_probs = probs_of(draft_logits, drafted, temperature, top_p)
