@@ -39,6 +39,12 @@ def prepare_prompt(input_ids: torch.Tensor | Sequence[int], model: PreTrainedMod
     return ids.long().to(model.device)
 
 
+def check_unit_interval(name: str, value: float) -> None:
+    """Raise `ValueError` unless `value` is a number in [0, 1] (a probability threshold)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+
+
 def check_positive(name: str, value: int) -> None:
     """Raise `ValueError` unless `value` is an integer >= 1."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -82,6 +82,18 @@ def accept_drafts(target_probs: torch.Tensor, draft_probs: torch.Tensor, drafted
     return k, sample(target_probs[k], generator)
 
 
+def verify_drafts(target_logits: torch.Tensor, draft_probs: torch.Tensor | None, drafted: list[int],
+                  temperature: float, top_p: float, generator: torch.Generator) -> tuple[int, int]:
+    """How many drafts to accept and the target's own next token, from the target's logits (k+1, V).
+
+    Greedy (temperature 0) uses `accept_greedy` and needs no draft distributions; otherwise the
+    logits are warped and `accept_drafts` applies the rejection rule against `draft_probs` (k, V).
+    """
+    if temperature == 0:
+        return accept_greedy(target_logits, drafted)
+    return accept_drafts(warp(target_logits, temperature, top_p), draft_probs, drafted, generator)
+
+
 def accept_greedy(target_logits: torch.Tensor, drafted: list[int]) -> tuple[int, int]:
     """`accept_drafts` at temperature 0: keep drafts while they equal the target's argmax.
 

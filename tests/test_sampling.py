@@ -7,7 +7,15 @@ import torch
 from helpers import FALSE_ALARM
 from scipy.stats import chisquare
 
-from kangaroo_lite.sampling import accept_drafts, accept_greedy, check_sampling, make_generator, next_token, warp
+from kangaroo_lite.sampling import (
+    accept_drafts,
+    accept_greedy,
+    check_sampling,
+    make_generator,
+    next_token,
+    verify_drafts,
+    warp,
+)
 
 
 def test_greedy_warp_is_one_hot_on_the_argmax():
@@ -62,6 +70,16 @@ def test_the_greedy_fast_path_equals_the_general_rule_on_one_hot_distributions(s
     one_hot_drafts = torch.nn.functional.one_hot(torch.tensor(drafted, dtype=torch.long), 5).float()
     general = accept_drafts(warp(target_logits, 0, 1.0), one_hot_drafts, drafted, make_generator(0))
     assert accept_greedy(target_logits, drafted) == general
+
+
+def test_verification_takes_the_greedy_path_at_temperature_zero_and_the_rejection_rule_otherwise():
+    logits = torch.randn(4, 6, generator=torch.Generator().manual_seed(3))
+    drafted = logits.argmax(-1)[:2].tolist() + [int(logits[2].argmin())]
+    greedy = verify_drafts(logits, None, drafted, 0.0, 1.0, make_generator(0))
+    assert greedy == accept_greedy(logits, drafted) == (2, int(logits[2].argmax()))
+    q = warp(torch.randn(3, 6, generator=torch.Generator().manual_seed(4)), 0.8, 0.9)
+    expected = accept_drafts(warp(logits, 0.8, 0.9), q, drafted, make_generator(5))
+    assert verify_drafts(logits, q, drafted, 0.8, 0.9, make_generator(5)) == expected
 
 
 def _first_token_counts(p, q, trials, rule):

@@ -29,9 +29,9 @@ from transformers.masking_utils import create_causal_mask, create_sliding_window
 
 from ..adapter import KangarooAdapter, check_target
 from ..cache import truncate_cache
-from ..checks import check_positive, eos_id, prepare_prompt
+from ..checks import check_positive, check_unit_interval, eos_id, prepare_prompt
 from ..result import DecodingResult, Recorder, Step
-from ..sampling import accept_drafts, accept_greedy, check_sampling, make_generator, warp
+from ..sampling import check_sampling, make_generator, verify_drafts, warp
 from .speculative import probs_of
 
 THRESHOLD, MAX_DRAFT_TOKENS, BUDGET, EOS = "threshold", "max_draft_tokens", "budget", "eos"
@@ -167,12 +167,6 @@ class SelfDraft:
             self.pending = self.pending[:, : length - read]
 
 
-def check_threshold(threshold: float) -> None:
-    """Raise `ValueError` unless the confidence threshold is a number in [0, 1]."""
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
-        raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
-
-
 def _draft(
     model: SelfDraft,
     last: torch.Tensor,
@@ -245,7 +239,7 @@ def kangaroo(
     """
     check_sampling(temperature, top_p)
     check_positive("max_draft_tokens", max_draft_tokens)
-    check_threshold(threshold)
+    check_unit_interval("threshold", threshold)
     check_target(target)
     if not isinstance(adapter, KangarooAdapter):
         raise TypeError(f"adapter must be a KangarooAdapter, got {type(adapter).__name__}")
@@ -276,10 +270,7 @@ def kangaroo(
         if unread is not None:
             exited, unread = torch.cat([unread, exited], dim=1), None
         target_logits = model.deep(exited, context - exited.shape[1] + len(drafted), keep_last=len(drafted) + 1)
-        if temperature == 0:
-            accepted, token = accept_greedy(target_logits, drafted)
-        else:
-            accepted, token = accept_drafts(warp(target_logits, temperature, top_p), q, drafted, generator)
+        accepted, token = verify_drafts(target_logits, q, drafted, temperature, top_p, generator)
         step = Step(
             emitted=drafted[:accepted] + [token],
             drafted=drafted,

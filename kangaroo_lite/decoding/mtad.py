@@ -36,7 +36,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..cache import truncate_cache
-from ..checks import check_positive, eos_id, prepare_prompt
+from ..checks import check_positive, check_unit_interval, eos_id, prepare_prompt
 from ..models import check_same_vocabulary
 from ..result import DecodingResult, Recorder, Step
 from ..sampling import check_sampling, make_generator, sample, warp
@@ -418,9 +418,7 @@ def mtad(
     check_positive("num_draft_tokens", num_draft_tokens)
     check_positive("num_beams", num_beams)
     _check_threshold(accept_threshold)
-    if isinstance(confidence_threshold, bool) or not isinstance(confidence_threshold, (int, float)) \
-            or not 0 <= confidence_threshold <= 1:
-        raise ValueError(f"confidence_threshold must be in [0, 1], got {confidence_threshold!r}")
+    check_unit_interval("confidence_threshold", confidence_threshold)
     check_same_vocabulary(target, draft)
     ids = prepare_prompt(input_ids, target, max_new_tokens)
     if multi_candidate:

@@ -15,10 +15,10 @@ import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..cache import truncate_cache
-from ..checks import check_positive, eos_id, prepare_prompt
+from ..checks import check_positive, check_unit_interval, eos_id, prepare_prompt
 from ..models import check_same_vocabulary
 from ..result import DecodingResult, Recorder, Step
-from ..sampling import accept_drafts, accept_greedy, check_sampling, make_generator, sample, warp
+from ..sampling import check_sampling, make_generator, sample, verify_drafts, warp
 
 
 def probs_of(logits: torch.Tensor, tokens: list[int], temperature: float, top_p: float) -> list[float]:
@@ -84,8 +84,7 @@ def speculative(target: PreTrainedModel, draft: PreTrainedModel, input_ids: torc
     """
     check_sampling(temperature, top_p)
     check_positive("num_draft_tokens", num_draft_tokens)
-    if not 0 <= confidence_threshold <= 1:
-        raise ValueError(f"confidence_threshold must be in [0, 1], got {confidence_threshold!r}")
+    check_unit_interval("confidence_threshold", confidence_threshold)
     check_same_vocabulary(target, draft)
     ids = prepare_prompt(input_ids, target, max_new_tokens)
     generator = make_generator(seed, ids.device)
@@ -104,10 +103,7 @@ def speculative(target: PreTrainedModel, draft: PreTrainedModel, input_ids: torc
         verify = torch.cat([unread, torch.tensor([drafted], device=ids.device, dtype=torch.long)], 1)
         target_logits = target(input_ids=verify, past_key_values=cache, use_cache=True,
                                logits_to_keep=len(drafted) + 1).logits[0]
-        if temperature == 0:
-            accepted, token = accept_greedy(target_logits, drafted)
-        else:
-            accepted, token = accept_drafts(warp(target_logits, temperature, top_p), q, drafted, generator)
+        accepted, token = verify_drafts(target_logits, q, drafted, temperature, top_p, generator)
         step = Step(emitted=drafted[:accepted] + [token], drafted=drafted, accepted=accepted)
         if drafted:
             step.draft_probs = probs_of(draft_logits, drafted, temperature, top_p)
