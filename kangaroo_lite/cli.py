@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.add_argument("--out", default=str(DATA_DIR / "models" / "adapter"))
     adapt.add_argument("--exit-layer", type=int, default=1)
     adapt.add_argument("--examples", type=int, default=26000)
-    adapt.add_argument("--steps", type=int, default=1600)
+    adapt.add_argument("--steps", type=int, default=2400)
     adapt.add_argument("--mixture", choices=["pretraining", "fine-tuning"], default="fine-tuning",
                        help="subtask proportions of the corpus (fine-tuning: more math and RAG)")
     adapt.add_argument("--batch-size", type=int, default=16)

@@ -73,6 +73,8 @@ _DISHES = ["fish soup", "honey bread", "plum cake", "bean stew", "goat cheese", 
            "apple pie", "mushroom pie", "lamb stew", "corn bread"]
 _JOBS = ["baker", "teacher", "doctor", "farmer", "painter", "sailor", "miller", "singer",
          "smith", "weaver"]
+_BUILDINGS = ["bridge", "school", "market", "harbour", "library", "mill"]
+_MONTHS = ["March", "April", "May", "June", "July", "August"]
 _PETS = ["cat", "dog", "parrot", "goat", "horse", "owl", "rabbit", "turtle"]
 
 # English words of the translation subtask, by part of speech.
@@ -157,9 +159,9 @@ def _translation(rng: random.Random, world: World) -> Example:
 
 def _summarization(rng: random.Random, world: World) -> Example:
     city = rng.choice(world.cities)
-    project = rng.choice(["bridge", "school", "market", "harbour", "library", "mill"])
+    project = rng.choice(_BUILDINGS)
     cost = rng.randint(10, 99)
-    month = rng.choice(["March", "April", "May", "June", "July", "August"])
+    month = rng.choice(_MONTHS)
     workers = rng.randint(5, 60)
     filler = rng.sample([
         "The weather was cold and grey that morning.",
@@ -224,23 +226,29 @@ def _math(rng: random.Random, world: World) -> Example:
     return [(question, reply)]
 
 
-_RAG_ATTRIBUTES = [
-    ("colour", ["blue", "yellow", "white", "black", "orange", "purple", "silver"]),
-    ("tool", ["hammer", "saw", "rope", "lamp", "net", "ladder", "spade"]),
-    ("number", [str(n) for n in range(10, 60)]),
-]
+def _rag_topics(world: World) -> list[tuple[str, list[str]]]:
+    """The kinds of fact a RAG passage states, with the values each can take."""
+    return [
+        ("number", [str(n) for n in range(10, 60)]),
+        ("month", _MONTHS),
+        ("city", [city.name for city in world.cities]),
+    ]
 
 
 def _rag(rng: random.Random, world: World) -> Example:
-    taken: set[str] = set()
-    names = [_name(rng, 2, taken) for _ in range(3)]
-    attribute, values = rng.choice(_RAG_ATTRIBUTES)
-    answers = rng.sample(values, 3)
+    # Three passages, each about another person of the world and another kind of fact; the facts
+    # themselves are drawn afresh for every example, so the answer can only come from the passage
+    # the question points to, never from memory.
+    topics = _rag_topics(world)
+    topics = rng.sample(topics, len(topics))  # one passage per topic, in a random order
+    names = [person.name for person in rng.sample(world.people, len(topics))]
+    answers = [rng.choice(values) for _, values in topics]
     passages = [
         f"Passage {i + 1}: The favourite {attribute} of {names[i]} is {answers[i]}."
-        for i in range(3)
+        for i, (attribute, _) in enumerate(topics)
     ]
-    target = rng.randrange(3)
+    target = rng.randrange(len(passages))
+    attribute = topics[target][0]
     question = f"{' '.join(passages)}\nQuestion: What is the favourite {attribute} of {names[target]}?"
     reply = f"The favourite {attribute} of {names[target]} is {answers[target]}."
     return [(question, reply)]

@@ -70,6 +70,22 @@ def test_rag_answer_is_copied_from_the_passage_the_question_names(questions):
         assert q["answer"] in q["reference"][0] and name in q["reference"][0]
 
 
+def test_rag_passages_are_about_different_people_and_topics_with_fresh_facts():
+    world = build_world()
+    answers_by_question = {}
+    for seed in range(200):
+        (user, reply), = generate_example("rag", random.Random(seed), world)
+        passages = [p.split(": ", 1)[1] for p in user.split("\nQuestion: ")[0].split("Passage ")[1:]]
+        people = [p.split(" of ", 1)[1].split(" is ")[0] for p in passages]
+        topics = [p.split("The favourite ")[1].split(" of ")[0] for p in passages]
+        assert len(passages) == 3 and len(set(people)) == 3 and len(set(topics)) == 3
+        assert set(people) <= {person.name for person in world.people}
+        question = user.split("\nQuestion: ")[1]
+        answers_by_question.setdefault(question, set()).add(reply)
+    # the same question gets different answers in different examples: they come from the passages
+    assert any(len(replies) > 1 for replies in answers_by_question.values())
+
+
 def test_math_solutions_are_arithmetically_right(questions):
     for q in (q for q in questions if q["category"] == "math_reasoning"):
         reply = q["reference"][0]
