@@ -308,7 +308,7 @@ def format_example(example: Example) -> str:
 
 PRETRAINING_MIXTURE = {"mt_bench": 3, "translation": 3, "summarization": 2, "qa": 3, "math_reasoning": 4,
                        "rag": 3, "facts": 2}
-# The second training stage of the shipped target: more of the two skills that need most practice
+# The later training stages of the shipped models: more of the two skills that need most practice
 # (copying from a passage, arithmetic), with the rest kept so nothing is forgotten.
 FINE_TUNING_MIXTURE = {"mt_bench": 2, "translation": 2, "summarization": 2, "qa": 2, "math_reasoning": 6,
                        "rag": 6, "facts": 2}

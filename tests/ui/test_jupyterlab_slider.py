@@ -245,8 +245,9 @@ def test_threshold_slider_changes_tokens_and_chart(jupyter_lab, offline_page, no
         assert snap["draft_lengths"], f"no data-draft-length at threshold {name}"
         assert snap["stats"], f"no .kl-stats element at threshold {name}"
         assert snap["charts"] and snap["charts_drawn"] == len(snap["charts"]), f"acceptance chart not drawn at {name}"
-    # the token view follows the slider: tokens drafted and accepted, and the drafts' lengths
-    assert low["fates"].get("accepted", 0) != high["fates"].get("accepted", 0), (low["fates"], high["fates"])
+    # the token view follows the slider: the tokens' fates (an accurate adapter may keep every
+    # accepted draft and only stop before the rejected ones) and the drafts' lengths
+    assert low["fates"] != high["fates"], (low["fates"], high["fates"])
     assert low["draft_lengths"] != high["draft_lengths"], (low["draft_lengths"], high["draft_lengths"])
     assert low["stats"] != high["stats"]
     # ... and so does the acceptance chart (its traces over draft positions and lengths)
