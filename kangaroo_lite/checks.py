@@ -39,10 +39,12 @@ def prepare_prompt(input_ids: torch.Tensor | Sequence[int], model: PreTrainedMod
     return ids.long().to(model.device)
 
 
-def check_unit_interval(name: str, value: float) -> None:
-    """Raise `ValueError` unless `value` is a number in [0, 1] (a probability threshold)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+def check_unit_interval(name: str, value: float, allow_zero: bool = True) -> None:
+    """Raise `ValueError` unless `value` is a number in [0, 1] ((0, 1] without `allow_zero`)."""
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not is_number or not (0 <= value <= 1) or (value == 0 and not allow_zero):
+        interval = "[0, 1]" if allow_zero else "(0, 1]"
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
 
 
 def check_positive(name: str, value: int) -> None:

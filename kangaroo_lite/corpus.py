@@ -239,8 +239,7 @@ def _rag(rng: random.Random, world: World) -> Example:
     # Three passages, each about another person of the world and another kind of fact; the facts
     # themselves are drawn afresh for every example, so the answer can only come from the passage
     # the question points to, never from memory.
-    topics = _rag_topics(world)
-    topics = rng.sample(topics, len(topics))  # one passage per topic, in a random order
+    topics = rng.sample(_rag_topics(world), 3)  # one passage per topic, in a random order
     names = [person.name for person in rng.sample(world.people, len(topics))]
     answers = [rng.choice(values) for _, values in topics]
     passages = [

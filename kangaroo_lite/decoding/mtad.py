@@ -360,15 +360,6 @@ class MTADDecoder:
         )
 
 
-def _check_threshold(accept_threshold: float) -> None:
-    if (
-        isinstance(accept_threshold, bool)
-        or not isinstance(accept_threshold, (int, float))
-        or not 0 < accept_threshold <= 1
-    ):
-        raise ValueError(f"accept_threshold must be in (0, 1], got {accept_threshold!r}")
-
-
 def _check_tree_support(target: PreTrainedModel, longest: int) -> None:
     implementation = target.config._attn_implementation
     if implementation not in TREE_ATTENTION:
@@ -417,7 +408,7 @@ def mtad(
         )
     check_positive("num_draft_tokens", num_draft_tokens)
     check_positive("num_beams", num_beams)
-    _check_threshold(accept_threshold)
+    check_unit_interval("accept_threshold", accept_threshold, allow_zero=False)
     check_unit_interval("confidence_threshold", confidence_threshold)
     check_same_vocabulary(target, draft)
     ids = prepare_prompt(input_ids, target, max_new_tokens)

@@ -26,8 +26,8 @@ REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK = "notebooks/03_dual_early_exit.ipynb"
 FATES = {"accepted", "rejected", "correction", "bonus", "target"}
 README_SHOT = REPO / "docs" / "img" / "threshold_slider.png"
-# The shipped adapter is either sure (> 0.95) or unsure (< 0.2) of nearly every draft, so 0 (never
-# stop early) against 0.9 is a change of the draft loop a user sees on the first prompt.
+# The shipped adapter is sure or unsure of nearly every draft, so 0 (never stop early) against 0.9
+# is a change of the draft loop a user sees on the first prompt.
 LOW, HIGH = 0.0, 0.9
 KERNEL_START_S = 120
 RUN_ALL_S = 600  # the first run of notebook 03 on 2 CPU cores loads and runs the embedded models
