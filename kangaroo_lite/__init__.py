@@ -1,6 +1,6 @@
 """kangaroo_lite: speculative decoding, Kangaroo self-speculation and MTAD, small enough to read."""
 
-from .adapter import KangarooAdapter, evaluate_drafter, train_adapter
+from .adapter import KangarooAdapter, draft_vocabulary, evaluate_drafter, train_adapter
 from .decoding.autoregressive import autoregressive
 from .decoding.kangaroo import kangaroo
 from .decoding.mtad import mtad
@@ -20,6 +20,7 @@ __all__ = [
     "KangarooAdapter",
     "Step",
     "autoregressive",
+    "draft_vocabulary",
     "encode_chat",
     "evaluate_drafter",
     "kangaroo",

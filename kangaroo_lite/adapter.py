@@ -25,11 +25,13 @@ from transformers.masking_utils import create_causal_mask
 
 from .checks import check_positive
 from .corpus import ASSISTANT, Example, format_example
+from .draft_vocab import rank_draft_vocab, reply_token_counts
 
 # Families whose decoder is embed -> layers -> norm -> head with no extra scaling, so that
 # running the layers one by one (as Kangaroo does) reproduces the model's own forward pass.
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "adapter_config.json"
+DRAFT_VOCAB = "draft_vocab"  # the saved tensor of draft token ids, when the adapter has a draft vocabulary
 
 
 def check_target(target: PreTrainedModel) -> None:
@@ -97,6 +99,24 @@ class KangarooAdapter(nn.Module):
         self.input_layernorm = norm_class(config.hidden_size, eps=config.rms_norm_eps)
         self.self_attn = type(target.model.layers[exit_layer].self_attn)(config, layer_idx=0)
         self.norm = norm_class(config.hidden_size, eps=config.rms_norm_eps)
+        self.draft_vocab: torch.Tensor | None  # token ids the self-draft may propose; None: all of them
+        self.register_buffer(DRAFT_VOCAB, None)
+
+    def set_draft_vocab(self, token_ids: Sequence[int] | torch.Tensor | None) -> None:
+        """Let the self-draft propose only these token ids (see `draft_vocab`); None: the whole vocabulary."""
+        if token_ids is None:
+            self.draft_vocab = None
+            return
+        ids = torch.as_tensor(token_ids)
+        vocab_size = self.target_summary["vocab_size"]
+        if ids.dim() != 1 or not len(ids) or ids.is_floating_point() or ids.dtype == torch.bool:
+            raise ValueError(f"a draft vocabulary is a non-empty 1-D list of token ids, got shape {tuple(ids.shape)} "
+                             f"of {ids.dtype}")
+        if int(ids.min()) < 0 or int(ids.max()) >= vocab_size:
+            raise ValueError(f"draft vocabulary ids must be in [0, {vocab_size - 1}] (the target's vocabulary)")
+        if len(ids.unique()) != len(ids):
+            raise ValueError("the draft vocabulary repeats token ids")
+        self.draft_vocab = ids.sort().values.to(device=self.norm.weight.device, dtype=torch.long)
 
     @classmethod
     def from_target(cls, target: PreTrainedModel, exit_layer: int, init: str = "copy") -> KangarooAdapter:
@@ -176,7 +196,7 @@ class KangarooAdapter(nn.Module):
             )
 
     def save_pretrained(self, directory: str | Path) -> None:
-        """Write `model.safetensors` and `adapter_config.json` (exit layer, target summary, fingerprint)."""
+        """Write `model.safetensors` (with the draft vocabulary, if any) and `adapter_config.json`."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
@@ -186,6 +206,7 @@ class KangarooAdapter(nn.Module):
             target=self.target_summary,
             target_fingerprint=self.target_fingerprint,
             num_parameters=self.num_parameters(),
+            draft_vocab_size=None if self.draft_vocab is None else len(self.draft_vocab),
         )
         (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
 
@@ -211,7 +232,10 @@ class KangarooAdapter(nn.Module):
                 "but different weights (their fingerprints differ)"
             )
         adapter = cls(target, config["exit_layer"])
-        adapter.load_state_dict(load_file(directory / WEIGHTS_NAME))
+        tensors = load_file(directory / WEIGHTS_NAME)
+        vocab = tensors.pop(DRAFT_VOCAB, None)
+        adapter.load_state_dict(tensors)
+        adapter.set_draft_vocab(vocab)
         adapter.target_fingerprint = fingerprint
         return adapter.to(device=target.device, dtype=target.dtype).eval()
 
@@ -249,6 +273,22 @@ def encode_corpus(
         if len(ids) > 1 and any(predicts_reply):
             encoded.append((torch.tensor(ids), torch.tensor(predicts_reply)))
     return encoded
+
+
+def draft_vocabulary(
+    tokenizer: PreTrainedTokenizerBase, corpus: Sequence[Example | str], size: int = 1024, max_length: int = 512
+) -> list[int]:
+    """The `size` tokens the corpus's replies use most (fewer if they use fewer) plus EOS, for `set_draft_vocab`."""
+    return _draft_vocabulary(encode_corpus(tokenizer, corpus, max_length), size, tokenizer)
+
+
+def _draft_vocabulary(data: list[tuple[torch.Tensor, torch.Tensor]], size: int,
+                      tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    counts = reply_token_counts(data)
+    if not counts:
+        raise ValueError("the corpus has no reply tokens to rank")
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return rank_draft_vocab(counts, size, eos)
 
 
 def _collate(batch: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -385,6 +425,7 @@ def train_adapter(
     clip: float = 0.5,
     weight_decay: float = 0.0,
     callback: Callable[[dict], None] | None = None,
+    draft_vocab_size: int | None = None,
 ) -> tuple[KangarooAdapter, list[dict]]:
     """Train a Kangaroo adapter on the frozen target's own next-token distributions.
 
@@ -394,13 +435,17 @@ def train_adapter(
     all through Hugging Face Accelerate so that `accelerate launch` runs it on several devices.
     `held_out` is a fraction or a count of examples. Every `eval_every` steps (and at the start
     and the end) a record {step, train_loss, held_out_loss, top1, acceptance, lr} is appended to
-    the history and passed to `callback` (e.g. a live plot).
+    the history and passed to `callback` (e.g. a live plot). With `draft_vocab_size`, the
+    trained adapter drafts only over that many of the training replies' most frequent tokens
+    (see `set_draft_vocab`); without, it keeps the draft vocabulary it had (none for a fresh one).
     """
     check_target(target)
     check_exit_layer(target, exit_layer)
     check_positive("steps", steps)
     check_positive("batch_size", batch_size)
     check_positive("eval_every", eval_every)
+    if draft_vocab_size is not None:
+        check_positive("draft_vocab_size", draft_vocab_size)
     if adapter is not None:
         adapter.check_matches(target)
         if adapter.exit_layer != exit_layer:
@@ -484,4 +529,6 @@ def train_adapter(
             p.requires_grad_(requires_grad)
     adapter = accelerator.unwrap_model(model)
     adapter.eval()
+    if draft_vocab_size is not None:
+        adapter.set_draft_vocab(_draft_vocabulary(train_data, draft_vocab_size, tokenizer))
     return adapter, history

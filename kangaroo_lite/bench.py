@@ -22,7 +22,7 @@ from .analysis import cost_ratio, expected_speedup
 from .checks import check_positive
 from .corpus import SUBTASKS, read_questions
 from .measure import MethodTiming, interleaved
-from .methods import LOSSLESS, OURS, PEERS, method_runners
+from .methods import ABLATIONS, LOSSLESS, OURS, PEERS, method_runners
 from .models import DATA_DIR, DefaultModels, encode_chat, load_models
 from .result import acceptance_by_position, acceptance_rate
 
@@ -33,7 +33,7 @@ BASELINES = ("autoregressive", "hf_greedy")
 class BenchConfig:
     """What to run: methods, data, budget, device; `quick` shrinks everything to a smoke run."""
 
-    methods: list[str] = field(default_factory=lambda: list(OURS + PEERS))
+    methods: list[str] = field(default_factory=lambda: list(OURS + ABLATIONS + PEERS))
     subtasks: list[str] = field(default_factory=lambda: list(SUBTASKS))
     questions_per_subtask: int = 8
     max_new_tokens: int = 64
@@ -87,7 +87,7 @@ def bench_prompts(models: DefaultModels, questions: list[dict], subtasks: list[s
 def _extra_parameters(models: DefaultModels, method: str) -> int:
     if method in ("speculative", "hf_assisted", "mtad"):
         return models.draft.num_parameters()
-    if method == "kangaroo":
+    if method.startswith("kangaroo"):
         return models.adapter.num_parameters()
     return 0
 

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .corpus import SUBTASKS, evaluation_set, format_example, read_questions, training_corpus, write_jsonl
+from .corpus import MIXTURES, SUBTASKS, evaluation_set, format_example, read_questions, training_corpus, write_jsonl
 from .models import DATA_DIR
 
 
@@ -46,7 +46,6 @@ def cmd_train_model(args: argparse.Namespace) -> None:
     import torch
     from transformers import LlamaForCausalLM
 
-    from .corpus import FINE_TUNING_MIXTURE, PRETRAINING_MIXTURE
     from .models import load_model, load_tokenizer
     from .training import TrainConfig, model_config, train_model
 
@@ -54,8 +53,7 @@ def cmd_train_model(args: argparse.Namespace) -> None:
     if (out / "model.safetensors").exists() and not args.force:
         raise SystemExit(f"{out} already holds a model; pass --force to overwrite it")
     tokenizer = load_tokenizer(args.tokenizer)
-    mixture = PRETRAINING_MIXTURE if args.mixture == "pretraining" else FINE_TUNING_MIXTURE
-    texts = [format_example(e) for e in training_corpus(args.examples, seed=args.seed, mixture=mixture)]
+    texts = [format_example(e) for e in training_corpus(args.examples, seed=args.seed, mixture=MIXTURES[args.mixture])]
     torch.manual_seed(args.seed)
     if args.init:  # a further training stage on an existing model
         model = load_model(args.init)
@@ -71,8 +69,7 @@ def cmd_train_model(args: argparse.Namespace) -> None:
 
 def cmd_train_adapter(args: argparse.Namespace) -> None:
     """Train a Kangaroo adapter for a target on the corpus and save it."""
-    from .adapter import train_adapter
-    from .corpus import FINE_TUNING_MIXTURE, PRETRAINING_MIXTURE
+    from .adapter import KangarooAdapter, train_adapter
     from .models import check_tokenizer_matches, load_model, load_tokenizer
 
     out = Path(args.out)
@@ -80,18 +77,22 @@ def cmd_train_adapter(args: argparse.Namespace) -> None:
     tokenizer = load_tokenizer(args.tokenizer)
     target = load_model(args.target)
     check_tokenizer_matches(tokenizer, target)
-    mixture = PRETRAINING_MIXTURE if args.mixture == "pretraining" else FINE_TUNING_MIXTURE
+    init = KangarooAdapter.from_pretrained(args.init, target) if args.init else None  # a further stage
+    exit_layer = args.exit_layer or (init.exit_layer if init else 1)
     # not the target's training draw
-    corpus = training_corpus(args.examples, seed=args.seed + 1000, mixture=mixture)
-    adapter, history = train_adapter(target, tokenizer, corpus, args.exit_layer, steps=args.steps,
-                                     batch_size=args.batch_size, lr=args.lr, seed=args.seed, held_out=300,
-                                     eval_every=200)
+    corpus = training_corpus(args.examples, seed=args.seed + 1000, mixture=MIXTURES[args.mixture])
+    adapter, history = train_adapter(target, tokenizer, corpus, exit_layer, steps=args.steps, adapter=init,
+                                     batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, seed=args.seed,
+                                     held_out=300, eval_every=200, draft_vocab_size=args.draft_vocab_size or None)
+    if not args.draft_vocab_size:  # 0: the whole vocabulary, even where --init had a draft vocabulary
+        adapter.set_draft_vocab(None)
     adapter.save_pretrained(out)
     (out / "training.json").write_text(json.dumps(history, indent=1))
     last = history[-1]
+    vocab = "the whole vocabulary" if adapter.draft_vocab is None else f"{len(adapter.draft_vocab):,} tokens"
     print(f"adapter: {adapter.num_parameters():,} parameters ({100 * adapter.fraction_of(target):.1f}% of the "
           f"target); held-out loss {last['held_out_loss']:.3f}, top-1 {last['top1']:.3f}, "
-          f"expected acceptance {last['acceptance']:.3f}; saved to {out}")
+          f"expected acceptance {last['acceptance']:.3f}; drafts over {vocab}; saved to {out}")
 
 
 def cmd_eval_model(args: argparse.Namespace) -> None:
@@ -247,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=2e-3)
     train.add_argument("--warmup", type=int, default=100)
     train.add_argument("--init", help="continue from this model (a second training stage)")
-    train.add_argument("--mixture", choices=["pretraining", "fine-tuning"], default="pretraining",
+    train.add_argument("--mixture", choices=list(MIXTURES), default="pretraining",
                        help="subtask proportions of the generated corpus")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--checkpoint-every", type=int, default=200)
@@ -259,14 +260,20 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.add_argument("--target", default=str(DATA_DIR / "models" / "target"))
     adapt.add_argument("--tokenizer", default=str(DATA_DIR / "tokenizer"))
     adapt.add_argument("--out", default=str(DATA_DIR / "models" / "adapter"))
-    adapt.add_argument("--exit-layer", type=int, default=1)
+    adapt.add_argument("--exit-layer", type=int, help="default: 1, or the --init adapter's")
+    adapt.add_argument("--init", help="continue training this adapter (a second training stage)")
     adapt.add_argument("--examples", type=int, default=26000)
     adapt.add_argument("--steps", type=int, default=2400)
-    adapt.add_argument("--mixture", choices=["pretraining", "fine-tuning"], default="fine-tuning",
-                       help="subtask proportions of the corpus (fine-tuning: more math and RAG)")
+    adapt.add_argument("--mixture", choices=list(MIXTURES),
+                       default="fine-tuning",
+                       help="subtask proportions of the corpus (fine-tuning: more math and RAG; "
+                            "translation-heavy: the shipped adapter's second stage)")
     adapt.add_argument("--batch-size", type=int, default=16)
     adapt.add_argument("--lr", type=float, default=1e-3)
+    adapt.add_argument("--warmup", type=int, default=30)
     adapt.add_argument("--seed", type=int, default=0)
+    adapt.add_argument("--draft-vocab-size", type=int, default=1024,
+                       help="draft only over this many of the replies' most frequent tokens (0: the whole vocabulary)")
     adapt.add_argument("--force", action="store_true", help="overwrite an existing adapter")
     adapt.set_defaults(func=cmd_train_adapter)
 

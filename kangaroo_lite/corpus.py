@@ -311,6 +311,12 @@ PRETRAINING_MIXTURE = {"mt_bench": 3, "translation": 3, "summarization": 2, "qa"
 # (copying from a passage, arithmetic), with the rest kept so nothing is forgotten.
 FINE_TUNING_MIXTURE = {"mt_bench": 2, "translation": 2, "summarization": 2, "qa": 2, "math_reasoning": 6,
                        "rag": 6, "facts": 2}
+# The Kangaroo adapter's second stage: mostly translation, whose last word (the verb, looked up in
+# the middle of the English sentence) is what the attention-only adapter learns slowest.
+TRANSLATION_HEAVY_MIXTURE = {"mt_bench": 1, "translation": 6, "summarization": 1, "qa": 1, "math_reasoning": 2,
+                             "rag": 2, "facts": 1}
+MIXTURES = {"pretraining": PRETRAINING_MIXTURE, "fine-tuning": FINE_TUNING_MIXTURE,
+            "translation-heavy": TRANSLATION_HEAVY_MIXTURE}
 
 
 def training_corpus(num_examples: int, seed: int = 0, world: World | None = None,

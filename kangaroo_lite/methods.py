@@ -6,6 +6,7 @@ demo, the benchmark and the notebooks time and compare them all the same way.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 
@@ -23,9 +24,13 @@ from .result import DecodingResult, Step
 Runner = Callable[[torch.Tensor], DecodingResult]
 
 OURS = ("autoregressive", "speculative", "kangaroo")
+# Kangaroo with its adapter's draft vocabulary removed (the whole vocabulary scored at every draft
+# step, as in the paper): what the draft vocabulary is worth, measured in the same run.
+ABLATIONS = ("kangaroo_full_vocab",)
 SAMPLING_ONLY = ("mtad", "mmtad")  # multi-token joint decoding approximations: temperature > 0
 PEERS = ("hf_greedy", "hf_assisted", "hf_prompt_lookup", "hf_early_exit")
-LOSSLESS = ("speculative", "kangaroo", "hf_greedy", "hf_assisted", "hf_prompt_lookup", "hf_early_exit")
+LOSSLESS = ("speculative", "kangaroo", "kangaroo_full_vocab", "hf_greedy", "hf_assisted", "hf_prompt_lookup",
+            "hf_early_exit")
 # Benchmark settings: speculative gets Hugging Face's assisted-generation defaults (20 drafts,
 # stop below confidence 0.4) so the two are compared like for like; Kangaroo's were chosen by
 # the threshold sweep on the shipped models (experiments/threshold.yaml).
@@ -80,17 +85,21 @@ def method_runners(models: DefaultModels, max_new_tokens: int, methods: list[str
                    options: dict[str, dict] | None = None, temperature: float = 0.0,
                    seed: int | None = 0) -> dict[str, Runner]:
     """name → runner for each requested method; `options` override `DEFAULT_OPTIONS` per method."""
-    known = OURS + SAMPLING_ONLY + PEERS
+    known = OURS + ABLATIONS + SAMPLING_ONLY + PEERS
     unknown = [m for m in methods if m not in known]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; available: {list(known)}")
-    if "kangaroo" in methods and models.adapter is None:
+    if any(m.startswith("kangaroo") for m in methods) and models.adapter is None:
         raise ValueError("kangaroo needs a trained adapter: none was found in data/models/adapter")
     if temperature > 0 and any(m in PEERS for m in methods):
         raise ValueError("the Hugging Face peers are benchmarked greedy only (temperature 0)")
     if temperature == 0 and any(m in SAMPLING_ONLY for m in methods):
         raise ValueError("mtad and mmtad are sampling methods: give a temperature > 0")
     opts = {name: {**DEFAULT_OPTIONS.get(name, {}), **(options or {}).get(name, {})} for name in methods}
+    if "kangaroo_full_vocab" in methods:  # the same Kangaroo settings, the adapter without its draft vocabulary
+        opts["kangaroo_full_vocab"] = {**DEFAULT_OPTIONS["kangaroo"], **(options or {}).get("kangaroo", {})}
+        full_vocab = copy.deepcopy(models.adapter)
+        full_vocab.set_draft_vocab(None)
     target, tok = models.target, models.tokenizer
     common = {"tokenizer": tok, "temperature": temperature, "seed": seed}
     early_exit = opts.get("hf_early_exit", {}).get("exit_layer") or getattr(models.adapter, "exit_layer", 2)
@@ -105,6 +114,8 @@ def method_runners(models: DefaultModels, max_new_tokens: int, methods: list[str
                                     **common, **opts[name])
         if name == "kangaroo":
             return lambda ids: kangaroo(target, models.adapter, ids, max_new_tokens, **common, **opts[name])
+        if name == "kangaroo_full_vocab":
+            return lambda ids: kangaroo(target, full_vocab, ids, max_new_tokens, **common, **opts[name])
         if name == "hf_assisted":
             return lambda ids: hf_generate(target, ids, max_new_tokens, name, assistant_model=models.draft)
         if name == "hf_early_exit":

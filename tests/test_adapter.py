@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections import Counter
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from helpers import tiny_model
 
 from kangaroo_lite.adapter import (
     KangarooAdapter,
+    draft_vocabulary,
     encode_corpus,
     evaluate_drafter,
     fingerprints_match,
@@ -19,6 +21,7 @@ from kangaroo_lite.adapter import (
 )
 from kangaroo_lite.corpus import ASSISTANT, EOS, format_example, training_corpus
 from kangaroo_lite.decoding.kangaroo import kangaroo
+from kangaroo_lite.draft_vocab import rank_draft_vocab
 from kangaroo_lite.tokenizer import train_tokenizer
 
 torch.set_num_threads(1)
@@ -249,3 +252,59 @@ def test_training_rejects_bad_input():
             progress=False,
             adapter=KangarooAdapter.from_target(tiny_target(layers=4, vocab=len(tokenizer)), 1),
         )
+
+
+# ---------------------------------------------------------------- the draft vocabulary
+
+
+def test_the_draft_vocabulary_ranks_reply_tokens_by_frequency_and_keeps_eos():
+    counts = Counter({7: 5, 3: 5, 9: 2, 1: 1})
+    assert rank_draft_vocab(counts, 2) == [3, 7]  # ties broken by id
+    assert rank_draft_vocab(counts, 2, always=[0]) == [0, 3, 7]
+    assert rank_draft_vocab(counts, 10) == [1, 3, 7, 9]  # fewer tokens than asked for
+    corpus, tokenizer = corpus_and_tokenizer()
+    vocab = draft_vocabulary(tokenizer, corpus, size=20)
+    reply_tokens = Counter(t for ids, mask in encode_corpus(tokenizer, corpus) for t in ids[1:][mask[:-1]].tolist())
+    assert tokenizer.eos_token_id in vocab and len(vocab) <= 21
+    assert set(vocab) <= set(reply_tokens)
+    least_kept = min(reply_tokens[t] for t in vocab if t != tokenizer.eos_token_id)
+    assert all(reply_tokens[t] <= least_kept for t in set(reply_tokens) - set(vocab))
+
+
+def test_training_with_a_draft_vocab_size_gives_the_adapter_its_vocabulary():
+    corpus, tokenizer = corpus_and_tokenizer()
+    target = tiny_target(vocab=len(tokenizer))
+    adapter, _ = train_adapter(target, tokenizer, corpus, 1, steps=2, batch_size=4, eval_every=2, progress=False,
+                               max_length=64, draft_vocab_size=30)
+    assert adapter.draft_vocab is not None and len(adapter.draft_vocab) <= 31
+    assert tokenizer.eos_token_id in adapter.draft_vocab.tolist()
+    with pytest.raises(ValueError, match="draft_vocab_size"):
+        train_adapter(target, tokenizer, corpus, 1, steps=1, progress=False, draft_vocab_size=0)
+
+
+def test_a_draft_vocabulary_survives_saving_and_loading(tmp_path):
+    target = tiny_target()
+    adapter = KangarooAdapter.from_target(target, 1, init="random")
+    adapter.set_draft_vocab([9, 2, 40, 5])
+    assert adapter.draft_vocab.tolist() == [2, 5, 9, 40]
+    assert adapter.num_parameters() == KangarooAdapter.from_target(target, 1).num_parameters()  # ids, not weights
+    adapter.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "adapter_config.json").read_text())["draft_vocab_size"] == 4
+    loaded = KangarooAdapter.from_pretrained(tmp_path, target)
+    assert loaded.draft_vocab.tolist() == [2, 5, 9, 40]
+    result = kangaroo(target, loaded, [1, 2, 3], 20, threshold=0.0)
+    assert all(token in (2, 5, 9, 40) for step in result.steps for token in step.drafted)
+    adapter.set_draft_vocab(None)
+    adapter.save_pretrained(tmp_path / "full")
+    assert KangarooAdapter.from_pretrained(tmp_path / "full", target).draft_vocab is None
+
+
+@pytest.mark.parametrize(
+    ("token_ids", "message"),
+    [([], "non-empty"), ([[1, 2]], "1-D"), ([1.0, 2.0], "token ids"), ([1, 64], r"\[0, 63\]"), ([-1], r"\[0, 63\]"),
+     ([3, 3], "repeats")],
+)
+def test_a_bad_draft_vocabulary_is_rejected(token_ids, message):
+    adapter = KangarooAdapter.from_target(tiny_target(), 1)
+    with pytest.raises(ValueError, match=message):
+        adapter.set_draft_vocab(token_ids)

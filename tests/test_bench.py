@@ -8,7 +8,7 @@ from helpers import make_tiny_data_dir
 
 from kangaroo_lite.bench import BenchConfig, mismatches, resolve_device, run_bench, write_results
 from kangaroo_lite.cli import main
-from kangaroo_lite.methods import OURS, PEERS
+from kangaroo_lite.methods import ABLATIONS, OURS, PEERS
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def results(tiny_data):
 
 
 def test_every_method_is_summarised_with_per_subtask_figures(results):
-    assert set(results["summary"]) == set(OURS + PEERS)
+    assert set(results["summary"]) == set(OURS + ABLATIONS + PEERS)
     for name, summary in results["summary"].items():
         assert summary["speedup"] > 0 and summary["tokens_per_second"] > 0, name
         assert set(summary["per_subtask"]) == {"mt_bench", "translation", "summarization", "qa",
@@ -35,7 +35,8 @@ def test_every_method_is_summarised_with_per_subtask_figures(results):
 
 def test_lossless_methods_match_the_baseline_and_mismatches_are_reported(results):
     assert mismatches(results) == []
-    assert all(results["summary"][m]["identical_to_baseline"] for m in ("speculative", "kangaroo", "hf_assisted"))
+    assert all(results["summary"][m]["identical_to_baseline"]
+               for m in ("speculative", "kangaroo", "kangaroo_full_vocab", "hf_assisted"))
     broken = json.loads(json.dumps(results))
     broken["summary"]["kangaroo"]["identical_to_baseline"] = False
     assert mismatches(broken) == ["kangaroo"]

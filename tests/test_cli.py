@@ -1,8 +1,10 @@
 """The `kangaroo-lite` command line: sub-commands run, and nothing a user wrote is overwritten."""
 
 import pytest
+import torch
 from helpers import tiny_model
 
+from kangaroo_lite.adapter import KangarooAdapter
 from kangaroo_lite.cli import build_parser, main
 from kangaroo_lite.models import DATA_DIR
 
@@ -38,3 +40,22 @@ def test_train_model_refuses_to_overwrite_a_finished_model(tmp_path):
 def test_a_missing_model_path_is_a_clean_error_not_a_traceback(tmp_path):
     with pytest.raises(SystemExit, match="does not exist"):
         main(["eval-model", str(tmp_path / "nowhere")])
+
+
+def test_train_adapter_runs_a_second_stage_from_an_adapter_and_ranks_its_draft_vocabulary(tmp_path, capsys):
+    target = tiny_model(layers=3, vocab=4096, seed=3)
+    target.save_pretrained(tmp_path / "target")
+    common = ["train-adapter", "--target", str(tmp_path / "target"), "--examples", "40", "--steps", "2",
+              "--batch-size", "4", "--warmup", "1"]
+    main([*common, "--exit-layer", "2", "--draft-vocab-size", "50", "--out", str(tmp_path / "stage1")])
+    assert "drafts over" in capsys.readouterr().out
+    main([*common, "--init", str(tmp_path / "stage1"), "--mixture", "translation-heavy", "--draft-vocab-size", "0",
+          "--out", str(tmp_path / "stage2")])
+    first = KangarooAdapter.from_pretrained(tmp_path / "stage1", target)
+    second = KangarooAdapter.from_pretrained(tmp_path / "stage2", target)
+    assert first.exit_layer == second.exit_layer == 2  # the second stage continues the first's adapter
+    assert first.draft_vocab is not None and len(first.draft_vocab) <= 51
+    assert second.draft_vocab is None  # --draft-vocab-size 0: the whole vocabulary
+    assert not torch.equal(first.self_attn.q_proj.weight, second.self_attn.q_proj.weight)
+    with pytest.raises(SystemExit, match="already exists"):
+        main([*common, "--out", str(tmp_path / "stage1")])

@@ -99,6 +99,24 @@ def test_greedy_identity_holds_for_any_prompt_length_draft_length_and_budget(
     assert all(len(step.drafted) <= max_draft_tokens for step in result.steps)
 
 
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_greedy_identity_holds_when_the_draft_vocabulary_lacks_tokens_the_target_says(family):
+    target = tiny_target(family)
+    adapter = copy.deepcopy(tiny_adapter(family, 2))
+    prompts = random_prompts(5, seed=11)
+    expected = [autoregressive(target, prompt, 20).tokens for prompt in prompts]
+    said = sorted({token for tokens in expected for token in tokens})
+    vocab = said[::2]  # the other half can only come from the target itself
+    adapter.set_draft_vocab(vocab)
+    fates = set()
+    for prompt, tokens in zip(prompts, expected, strict=True):
+        result = kangaroo(target, adapter, prompt, 20, max_draft_tokens=4, threshold=0.0)
+        assert result.tokens == tokens
+        assert all(token in vocab for step in result.steps for token in step.drafted)
+        fates |= set(result.fates())
+    assert {"accepted", "correction"} <= fates
+
+
 # ---------------------------------------------------------------- the draft-step early exit
 
 
@@ -239,12 +257,17 @@ def _exact_joint(target: torch.nn.Module, prompt: list[int], temperature: float,
     return (p1[:, None, None] * p2[:, :, None] * p3).sum(0)
 
 
-@pytest.mark.parametrize(("temperature", "top_p"), [(1.0, 1.0), (0.7, 0.9)])
-def test_sampling_keeps_the_target_distribution(temperature, top_p):
-    """Chi-square test of the joint of two drafted tokens; false alarm rate 1e-3 (seeds fixed)."""
+@pytest.mark.parametrize(("temperature", "top_p", "draft_vocab"),
+                         [(1.0, 1.0, None), (0.7, 0.9, None), (1.0, 1.0, (0, 2, 3, 5, 6))])
+def test_sampling_keeps_the_target_distribution(temperature, top_p, draft_vocab):
+    """Chi-square test of the joint of two drafted tokens; false alarm rate 1e-3 (seeds fixed).
+
+    With a draft vocabulary, the tokens outside it can only come from the residual distribution.
+    """
     vocab, runs, prompt = 8, 2000, [1, 2, 3]
     target = tiny_target("llama", layers=2, vocab=vocab, sharpness=60.0)
-    adapter = tiny_adapter("llama", 1, "random", layers=2, vocab=vocab, sharpness=60.0)
+    adapter = copy.deepcopy(tiny_adapter("llama", 1, "random", layers=2, vocab=vocab, sharpness=60.0))
+    adapter.set_draft_vocab(draft_vocab)
     counts = torch.zeros(vocab, vocab)
     drafted = accepted = 0
     for seed in range(runs):
