@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from transformers.masking_utils import create_causal_mask
 
 from .checks import check_positive
 from .corpus import ASSISTANT, Example, format_example
-from .draft_vocab import rank_draft_vocab, reply_token_counts
+from .draft_vocab import draft_vocab_of
 
 # Families whose decoder is embed -> layers -> norm -> head with no extra scaling, so that
 # running the layers one by one (as Kangaroo does) reproduces the model's own forward pass.
@@ -100,7 +101,10 @@ class KangarooAdapter(nn.Module):
         self.self_attn = type(target.model.layers[exit_layer].self_attn)(config, layer_idx=0)
         self.norm = norm_class(config.hidden_size, eps=config.rms_norm_eps)
         self.draft_vocab: torch.Tensor | None  # token ids the self-draft may propose; None: all of them
-        self.register_buffer(DRAFT_VOCAB, None)
+        # Moves with the adapter; saved by save_pretrained, outside the state dict, so that adapters
+        # with and without a draft vocabulary exchange weights freely.
+        self.register_buffer(DRAFT_VOCAB, None, persistent=False)
+        self._head_rows: tuple | None = None  # (weakref to the head's weight, vocab, its rows, their bias)
 
     def set_draft_vocab(self, token_ids: Sequence[int] | torch.Tensor | None) -> None:
         """Let the self-draft propose only these token ids (see `draft_vocab`); None: the whole vocabulary."""
@@ -117,6 +121,21 @@ class KangarooAdapter(nn.Module):
         if len(ids.unique()) != len(ids):
             raise ValueError("the draft vocabulary repeats token ids")
         self.draft_vocab = ids.sort().values.to(device=self.norm.weight.device, dtype=torch.long)
+
+    def draft_head(self, head: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The weight and bias rows of the target's LM head that the self-draft scores.
+
+        All of them without a draft vocabulary; otherwise the vocabulary's rows, gathered once per
+        head (the target is frozen) and kept, rather than copied for every generation.
+        """
+        if self.draft_vocab is None:
+            return head.weight, head.bias
+        cached = self._head_rows
+        if cached is None or cached[0]() is not head.weight or cached[1] is not self.draft_vocab:
+            bias = None if head.bias is None else head.bias.detach()[self.draft_vocab]
+            cached = (weakref.ref(head.weight), self.draft_vocab, head.weight.detach()[self.draft_vocab], bias)
+            self._head_rows = cached
+        return cached[2], cached[3]
 
     @classmethod
     def from_target(cls, target: PreTrainedModel, exit_layer: int, init: str = "copy") -> KangarooAdapter:
@@ -200,6 +219,8 @@ class KangarooAdapter(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        if self.draft_vocab is not None:
+            tensors[DRAFT_VOCAB] = self.draft_vocab.cpu()
         save_file(tensors, directory / WEIGHTS_NAME, metadata={"format": "pt"})
         config = dict(
             exit_layer=self.exit_layer,
@@ -279,16 +300,7 @@ def draft_vocabulary(
     tokenizer: PreTrainedTokenizerBase, corpus: Sequence[Example | str], size: int = 1024, max_length: int = 512
 ) -> list[int]:
     """The `size` tokens the corpus's replies use most (fewer if they use fewer) plus EOS, for `set_draft_vocab`."""
-    return _draft_vocabulary(encode_corpus(tokenizer, corpus, max_length), size, tokenizer)
-
-
-def _draft_vocabulary(data: list[tuple[torch.Tensor, torch.Tensor]], size: int,
-                      tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    counts = reply_token_counts(data)
-    if not counts:
-        raise ValueError("the corpus has no reply tokens to rank")
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    return rank_draft_vocab(counts, size, eos)
+    return draft_vocab_of(encode_corpus(tokenizer, corpus, max_length), size, tokenizer.eos_token_id)
 
 
 def _collate(batch: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -346,9 +358,12 @@ def _evaluate(
         draft_logits, target_logits = _draft_and_target_logits(
             target, adapter, exit_layer, ids.to(target.device), mask.to(target.device)
         )
-        p, q = torch.softmax(target_logits, -1), torch.softmax(draft_logits, -1)
-        n = len(p)
+        n = len(target_logits)
         loss += _soft_cross_entropy(draft_logits, target_logits).item() * n
+        vocab = getattr(adapter, DRAFT_VOCAB, None)
+        if vocab is not None:  # agreement of the drafter the decoder runs: over its draft vocabulary only
+            draft_logits = torch.full_like(draft_logits, float("-inf")).index_copy_(1, vocab, draft_logits[:, vocab])
+        p, q = torch.softmax(target_logits, -1), torch.softmax(draft_logits, -1)
         top1 += (p.argmax(-1) == q.argmax(-1)).sum().item()
         acceptance += torch.minimum(p, q).sum().item()
         positions += n
@@ -366,6 +381,9 @@ def evaluate_drafter(
     max_length: int = 512,
 ) -> dict:
     """Soft-label loss, top-1 agreement and expected acceptance Σ min(p, q) of a self-draft on reply tokens.
+
+    The loss is over the whole vocabulary (the training objective); agreement and acceptance
+    are over the adapter's draft vocabulary when it has one, as the decoder drafts.
 
     With `adapter=None` the draft exits straight into the final norm and LM head, as Hugging
     Face's `assistant_early_exit` does: the baseline the adapter must beat.
@@ -530,5 +548,5 @@ def train_adapter(
     adapter = accelerator.unwrap_model(model)
     adapter.eval()
     if draft_vocab_size is not None:
-        adapter.set_draft_vocab(_draft_vocabulary(train_data, draft_vocab_size, tokenizer))
+        adapter.set_draft_vocab(draft_vocab_of(train_data, draft_vocab_size, tokenizer.eos_token_id))
     return adapter, history

@@ -78,7 +78,7 @@ def cmd_train_adapter(args: argparse.Namespace) -> None:
     target = load_model(args.target)
     check_tokenizer_matches(tokenizer, target)
     init = KangarooAdapter.from_pretrained(args.init, target) if args.init else None  # a further stage
-    exit_layer = args.exit_layer or (init.exit_layer if init else 1)
+    exit_layer = args.exit_layer if args.exit_layer is not None else (init.exit_layer if init else 1)
     # not the target's training draw
     corpus = training_corpus(args.examples, seed=args.seed + 1000, mixture=MIXTURES[args.mixture])
     adapter, history = train_adapter(target, tokenizer, corpus, exit_layer, steps=args.steps, adapter=init,
@@ -264,8 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.add_argument("--init", help="continue training this adapter (a second training stage)")
     adapt.add_argument("--examples", type=int, default=26000)
     adapt.add_argument("--steps", type=int, default=2400)
-    adapt.add_argument("--mixture", choices=list(MIXTURES),
-                       default="fine-tuning",
+    adapt.add_argument("--mixture", choices=list(MIXTURES), default="fine-tuning",
                        help="subtask proportions of the corpus (fine-tuning: more math and RAG; "
                             "translation-heavy: the shipped adapter's second stage)")
     adapt.add_argument("--batch-size", type=int, default=16)

@@ -30,3 +30,11 @@ def rank_draft_vocab(counts: Counter, size: int, always: Sequence[int] = ()) -> 
     check_positive("size", size)
     ranked = sorted(counts, key=lambda token: (-counts[token], token))[:size]
     return sorted(set(ranked) | set(always))
+
+
+def draft_vocab_of(data: Sequence[tuple[torch.Tensor, torch.Tensor]], size: int, eos_token_id: int | None) -> list[int]:
+    """The `size` most frequent reply tokens of `encode_corpus` pairs, plus EOS (when there is one)."""
+    counts = reply_token_counts(data)
+    if not counts:
+        raise ValueError("the corpus has no reply tokens to rank")
+    return rank_draft_vocab(counts, size, [] if eos_token_id is None else [eos_token_id])

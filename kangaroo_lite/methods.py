@@ -25,7 +25,8 @@ Runner = Callable[[torch.Tensor], DecodingResult]
 
 OURS = ("autoregressive", "speculative", "kangaroo")
 # Kangaroo with its adapter's draft vocabulary removed (the whole vocabulary scored at every draft
-# step, as in the paper): what the draft vocabulary is worth, measured in the same run.
+# step, as in the paper, and the draft's confidence taken over it): what the draft vocabulary is
+# worth, measured in the same run.
 ABLATIONS = ("kangaroo_full_vocab",)
 SAMPLING_ONLY = ("mtad", "mmtad")  # multi-token joint decoding approximations: temperature > 0
 PEERS = ("hf_greedy", "hf_assisted", "hf_prompt_lookup", "hf_early_exit")
@@ -95,9 +96,12 @@ def method_runners(models: DefaultModels, max_new_tokens: int, methods: list[str
         raise ValueError("the Hugging Face peers are benchmarked greedy only (temperature 0)")
     if temperature == 0 and any(m in SAMPLING_ONLY for m in methods):
         raise ValueError("mtad and mmtad are sampling methods: give a temperature > 0")
-    opts = {name: {**DEFAULT_OPTIONS.get(name, {}), **(options or {}).get(name, {})} for name in methods}
-    if "kangaroo_full_vocab" in methods:  # the same Kangaroo settings, the adapter without its draft vocabulary
-        opts["kangaroo_full_vocab"] = {**DEFAULT_OPTIONS["kangaroo"], **(options or {}).get("kangaroo", {})}
+    options = options or {}
+    opts = {name: {**DEFAULT_OPTIONS.get(name, {}), **options.get(name, {})} for name in methods}
+    full_vocab = None  # the ablation: Kangaroo's settings (and its own overrides), the adapter without its vocabulary
+    if "kangaroo_full_vocab" in methods:
+        opts["kangaroo_full_vocab"] = {**DEFAULT_OPTIONS["kangaroo"], **options.get("kangaroo", {}),
+                                       **options.get("kangaroo_full_vocab", {})}
         full_vocab = copy.deepcopy(models.adapter)
         full_vocab.set_draft_vocab(None)
     target, tok = models.target, models.tokenizer

@@ -262,13 +262,29 @@ def test_the_draft_vocabulary_ranks_reply_tokens_by_frequency_and_keeps_eos():
     assert rank_draft_vocab(counts, 2) == [3, 7]  # ties broken by id
     assert rank_draft_vocab(counts, 2, always=[0]) == [0, 3, 7]
     assert rank_draft_vocab(counts, 10) == [1, 3, 7, 9]  # fewer tokens than asked for
+    with pytest.raises(ValueError, match="size"):
+        rank_draft_vocab(counts, 0)
     corpus, tokenizer = corpus_and_tokenizer()
     vocab = draft_vocabulary(tokenizer, corpus, size=20)
-    reply_tokens = Counter(t for ids, mask in encode_corpus(tokenizer, corpus) for t in ids[1:][mask[:-1]].tolist())
-    assert tokenizer.eos_token_id in vocab and len(vocab) <= 21
-    assert set(vocab) <= set(reply_tokens)
-    least_kept = min(reply_tokens[t] for t in vocab if t != tokenizer.eos_token_id)
-    assert all(reply_tokens[t] <= least_kept for t in set(reply_tokens) - set(vocab))
+    # The replies, tokenized on their own: what the ranking must have counted.
+    replies = Counter(t for example in corpus for _, reply in example for t in tokenizer(reply)["input_ids"])
+    assert tokenizer.eos_token_id in vocab and len(vocab) == 21
+    assert set(vocab) - {tokenizer.eos_token_id} == {t for t, _ in replies.most_common(20)}
+    with pytest.raises(ValueError, match="no reply tokens"):
+        draft_vocabulary(tokenizer, ["a text without a reply"])
+
+
+def test_agreement_is_measured_over_the_draft_vocabulary_the_decoder_uses():
+    corpus, tokenizer = corpus_and_tokenizer()
+    target = tiny_target(vocab=len(tokenizer))
+    adapter = KangarooAdapter.from_target(target, 1)
+    full = evaluate_drafter(target, tokenizer, corpus[:10], 1, adapter)
+    adapter.set_draft_vocab(range(len(tokenizer)))
+    assert evaluate_drafter(target, tokenizer, corpus[:10], 1, adapter) == pytest.approx(full)
+    adapter.set_draft_vocab([tokenizer.eos_token_id])  # can only ever draft EOS
+    narrow = evaluate_drafter(target, tokenizer, corpus[:10], 1, adapter)
+    assert narrow["held_out_loss"] == pytest.approx(full["held_out_loss"])  # the training objective: all tokens
+    assert narrow["top1"] < full["top1"] and narrow["acceptance"] < full["acceptance"]
 
 
 def test_training_with_a_draft_vocab_size_gives_the_adapter_its_vocabulary():
@@ -287,6 +303,8 @@ def test_a_draft_vocabulary_survives_saving_and_loading(tmp_path):
     adapter = KangarooAdapter.from_target(target, 1, init="random")
     adapter.set_draft_vocab([9, 2, 40, 5])
     assert adapter.draft_vocab.tolist() == [2, 5, 9, 40]
+    assert adapter.to(torch.bfloat16).draft_vocab.dtype == torch.long  # ids stay ids under a float type change
+    adapter.to(torch.float32)
     assert adapter.num_parameters() == KangarooAdapter.from_target(target, 1).num_parameters()  # ids, not weights
     adapter.save_pretrained(tmp_path)
     assert json.loads((tmp_path / "adapter_config.json").read_text())["draft_vocab_size"] == 4
@@ -296,15 +314,32 @@ def test_a_draft_vocabulary_survives_saving_and_loading(tmp_path):
     assert all(token in (2, 5, 9, 40) for step in result.steps for token in step.drafted)
     adapter.set_draft_vocab(None)
     adapter.save_pretrained(tmp_path / "full")
-    assert KangarooAdapter.from_pretrained(tmp_path / "full", target).draft_vocab is None
+    full = KangarooAdapter.from_pretrained(tmp_path / "full", target)
+    assert full.draft_vocab is None
+    full.load_state_dict(loaded.state_dict())  # weights move freely between adapters with and without one
 
 
 @pytest.mark.parametrize(
     ("token_ids", "message"),
     [([], "non-empty"), ([[1, 2]], "1-D"), ([1.0, 2.0], "token ids"), ([1, 64], r"\[0, 63\]"), ([-1], r"\[0, 63\]"),
-     ([3, 3], "repeats")],
+     ([True, False], "token ids"), ([3, 3], "repeats")],
 )
 def test_a_bad_draft_vocabulary_is_rejected(token_ids, message):
     adapter = KangarooAdapter.from_target(tiny_target(), 1)
     with pytest.raises(ValueError, match=message):
         adapter.set_draft_vocab(token_ids)
+
+
+def test_the_draft_heads_rows_are_gathered_once_per_head_and_vocabulary():
+    target = tiny_target()
+    adapter = KangarooAdapter.from_target(target, 1)
+    head = target.lm_head
+    assert adapter.draft_head(head)[0] is head.weight  # no vocabulary: the whole head, not a copy
+    adapter.set_draft_vocab([3, 1, 8])
+    rows, bias = adapter.draft_head(head)
+    assert torch.equal(rows, head.weight[[1, 3, 8]]) and bias is None
+    assert adapter.draft_head(head)[0] is rows  # kept for the next generation
+    adapter.set_draft_vocab([2, 4])
+    assert torch.equal(adapter.draft_head(head)[0], head.weight[[2, 4]])
+    other = tiny_target(seed=1).lm_head
+    assert torch.equal(adapter.draft_head(other)[0], other.weight[[2, 4]])

@@ -59,3 +59,7 @@ def test_train_adapter_runs_a_second_stage_from_an_adapter_and_ranks_its_draft_v
     assert not torch.equal(first.self_attn.q_proj.weight, second.self_attn.q_proj.weight)
     with pytest.raises(SystemExit, match="already exists"):
         main([*common, "--out", str(tmp_path / "stage1")])
+    with pytest.raises(SystemExit, match="exit_layer"):
+        main([*common, "--exit-layer", "0", "--out", str(tmp_path / "stage0")])
+    with pytest.raises(SystemExit, match="exits after layer 2"):
+        main([*common, "--init", str(tmp_path / "stage1"), "--exit-layer", "1", "--out", str(tmp_path / "other")])

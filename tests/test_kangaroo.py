@@ -258,7 +258,8 @@ def _exact_joint(target: torch.nn.Module, prompt: list[int], temperature: float,
 
 
 @pytest.mark.parametrize(("temperature", "top_p", "draft_vocab"),
-                         [(1.0, 1.0, None), (0.7, 0.9, None), (1.0, 1.0, (0, 2, 3, 5, 6))])
+                         [(1.0, 1.0, None), (0.7, 0.9, None), (1.0, 1.0, (0, 2, 3, 5, 6)),
+                          (0.7, 0.9, (0, 2, 3, 5, 6))])
 def test_sampling_keeps_the_target_distribution(temperature, top_p, draft_vocab):
     """Chi-square test of the joint of two drafted tokens; false alarm rate 1e-3 (seeds fixed).
 

@@ -60,12 +60,7 @@ class SelfDraft:
         self.pending: torch.Tensor | None = None  # exited hidden states the adapter has not read yet
         # The draft scores only the adapter's draft vocabulary (when it has one): those rows of the shared head.
         self.draft_vocab = adapter.draft_vocab
-        bias = getattr(self.head, "bias", None)
-        if self.draft_vocab is None:
-            self.draft_head, self.draft_bias = self.head.weight, bias
-        else:
-            self.draft_head = self.head.weight[self.draft_vocab]
-            self.draft_bias = None if bias is None else bias[self.draft_vocab]
+        self.draft_head_weight, self.draft_head_bias = adapter.draft_head(self.head)
         self.mask_functions = [_mask_function(self.config, i) for i in range(len(self.layers))]
         # RoPE depends on the position only (unless it rescales with the length seen): computed once
         # for a table of positions, then sliced, instead of once per draft step.
@@ -156,7 +151,7 @@ class SelfDraft:
             positions, rope = self._rope(position + 1 - exited.shape[1], exited.shape[1], exited)
             mask = self.adapter.causal_mask(exited, positions, self.adapter_cache)
         out = self.adapter(exited, rope, attention_mask=mask, past_key_values=self.adapter_cache)
-        logits = torch.nn.functional.linear(out[0, -1], self.draft_head, self.draft_bias)
+        logits = torch.nn.functional.linear(out[0, -1], self.draft_head_weight, self.draft_head_bias)
         if self.draft_vocab is None:
             return logits
         return logits.new_full((self.head.weight.shape[0],), float("-inf")).index_copy_(0, self.draft_vocab, logits)
