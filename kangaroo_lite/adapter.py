@@ -26,7 +26,7 @@ from transformers.masking_utils import create_causal_mask
 
 from .checks import check_positive
 from .corpus import ASSISTANT, Example, format_example
-from .draft_vocab import draft_vocab_of
+from .draft_vocab import draft_vocab_of, spread_to_vocab
 
 # Families whose decoder is embed -> layers -> norm -> head with no extra scaling, so that
 # running the layers one by one (as Kangaroo does) reproduces the model's own forward pass.
@@ -362,7 +362,7 @@ def _evaluate(
         loss += _soft_cross_entropy(draft_logits, target_logits).item() * n
         vocab = getattr(adapter, DRAFT_VOCAB, None)
         if vocab is not None:  # agreement of the drafter the decoder runs: over its draft vocabulary only
-            draft_logits = torch.full_like(draft_logits, float("-inf")).index_copy_(1, vocab, draft_logits[:, vocab])
+            draft_logits = spread_to_vocab(draft_logits[:, vocab], vocab, draft_logits.shape[-1])
         p, q = torch.softmax(target_logits, -1), torch.softmax(draft_logits, -1)
         top1 += (p.argmax(-1) == q.argmax(-1)).sum().item()
         acceptance += torch.minimum(p, q).sum().item()

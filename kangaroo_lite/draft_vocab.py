@@ -38,3 +38,8 @@ def draft_vocab_of(data: Sequence[tuple[torch.Tensor, torch.Tensor]], size: int,
     if not counts:
         raise ValueError("the corpus has no reply tokens to rank")
     return rank_draft_vocab(counts, size, [] if eos_token_id is None else [eos_token_id])
+
+
+def spread_to_vocab(logits: torch.Tensor, vocab: torch.Tensor, size: int) -> torch.Tensor:
+    """Logits over the draft vocabulary (..., len(vocab)) placed in the whole one (..., size); -inf elsewhere."""
+    return logits.new_full((*logits.shape[:-1], size), float("-inf")).index_copy_(-1, vocab, logits)

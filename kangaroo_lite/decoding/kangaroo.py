@@ -30,6 +30,7 @@ from transformers.masking_utils import create_causal_mask, create_sliding_window
 from ..adapter import KangarooAdapter, check_target
 from ..cache import truncate_cache
 from ..checks import check_positive, check_unit_interval, eos_id, prepare_prompt
+from ..draft_vocab import spread_to_vocab
 from ..result import DecodingResult, Recorder, Step
 from ..sampling import check_sampling, make_generator, verify_drafts, warp
 from .speculative import probs_of
@@ -154,7 +155,7 @@ class SelfDraft:
         logits = torch.nn.functional.linear(out[0, -1], self.draft_head_weight, self.draft_head_bias)
         if self.draft_vocab is None:
             return logits
-        return logits.new_full((self.head.weight.shape[0],), float("-inf")).index_copy_(0, self.draft_vocab, logits)
+        return spread_to_vocab(logits, self.draft_vocab, self.head.weight.shape[0])
 
     def defer(self, exited: torch.Tensor) -> None:
         """Keep exited states for the adapter to read later (if they survive verification)."""
