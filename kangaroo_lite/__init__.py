@@ -1,18 +1,14 @@
 """kangaroo_lite: speculative decoding, Kangaroo self-speculation and MTAD, small enough to read."""
 
-from .adapter import KangarooAdapter, draft_vocabulary, evaluate_drafter, train_adapter
+from .adapter.model import KangarooAdapter
+from .adapter.training import draft_vocabulary, evaluate_drafter, train_adapter
+from .core.result import DecodingResult, Step
 from .decoding.autoregressive import autoregressive
 from .decoding.kangaroo import kangaroo
 from .decoding.mtad import mtad
 from .decoding.speculative import speculative
-from .models import (
-    DefaultModels,
-    encode_chat,
-    load_default,
-    load_model,
-    load_tokenizer,
-)
-from .result import DecodingResult, Step
+from .model_sets.loading import DefaultModels, load_default
+from .models.loading import encode_chat, load_model, load_tokenizer
 
 __all__ = [
     "DecodingResult",

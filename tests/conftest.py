@@ -23,8 +23,8 @@ def shipped():
 @pytest.fixture(scope="session")
 def questions():
     """The committed mini Spec-Bench evaluation set."""
-    from kangaroo_lite.corpus import read_questions
-    from kangaroo_lite.models import DATA_DIR
+    from kangaroo_lite.models.corpus import read_questions
+    from kangaroo_lite.models.loading import DATA_DIR
 
     return read_questions(DATA_DIR / "question.jsonl")
 

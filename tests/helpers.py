@@ -17,7 +17,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from kangaroo_lite.sampling import warp
+from kangaroo_lite.core.sampling import warp
 
 ARCHITECTURES = {
     "llama": (LlamaConfig, LlamaForCausalLM),
@@ -81,8 +81,8 @@ def eos_in_the_middle(model: PreTrainedModel, tokens: list[int]) -> int:
 
 def make_tiny_data_dir(root: Path) -> Path:
     """A folder shaped like data/: the real tokenizer and questions, tiny random models and adapter."""
-    from kangaroo_lite.adapter import KangarooAdapter
-    from kangaroo_lite.models import DATA_DIR
+    from kangaroo_lite.adapter.model import KangarooAdapter
+    from kangaroo_lite.models.loading import DATA_DIR
 
     shutil.copytree(DATA_DIR / "tokenizer", root / "tokenizer")
     shutil.copy(DATA_DIR / "question.jsonl", root / "question.jsonl")

@@ -10,19 +10,12 @@ import pytest
 import torch
 from helpers import tiny_model
 
-from kangaroo_lite.adapter import (
-    KangarooAdapter,
-    draft_vocabulary,
-    encode_corpus,
-    evaluate_drafter,
-    fingerprints_match,
-    target_fingerprint,
-    train_adapter,
-)
-from kangaroo_lite.corpus import ASSISTANT, EOS, format_example, training_corpus
+from kangaroo_lite.adapter.model import KangarooAdapter, fingerprints_match, target_fingerprint
+from kangaroo_lite.adapter.training import draft_vocabulary, encode_corpus, evaluate_drafter, train_adapter
+from kangaroo_lite.adapter.vocab import rank_draft_vocab
 from kangaroo_lite.decoding.kangaroo import kangaroo
-from kangaroo_lite.draft_vocab import rank_draft_vocab
-from kangaroo_lite.tokenizer import train_tokenizer
+from kangaroo_lite.models.corpus import ASSISTANT, EOS, format_example, training_corpus
+from kangaroo_lite.models.tokenizer import train_tokenizer
 
 torch.set_num_threads(1)
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from helpers import make_tiny_data_dir
 
-from kangaroo_lite.bench import BenchConfig, mismatches, resolve_device, run_bench, write_results
+from kangaroo_lite.bench.methods import ABLATIONS, OURS, PEERS
+from kangaroo_lite.bench.runner import BenchConfig, mismatches, resolve_device, run_bench, write_results
 from kangaroo_lite.cli import main
-from kangaroo_lite.methods import ABLATIONS, OURS, PEERS
 
 
 @pytest.fixture(scope="module")

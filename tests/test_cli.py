@@ -4,9 +4,9 @@ import pytest
 import torch
 from helpers import tiny_model
 
-from kangaroo_lite.adapter import KangarooAdapter
+from kangaroo_lite.adapter.model import KangarooAdapter
 from kangaroo_lite.cli import build_parser, main
-from kangaroo_lite.models import DATA_DIR
+from kangaroo_lite.models.loading import DATA_DIR
 
 
 def test_every_documented_sub_command_exists():

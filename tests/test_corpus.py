@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from kangaroo_lite.corpus import (
+from kangaroo_lite.models.corpus import (
     SUBTASKS,
     build_world,
     evaluation_set,
@@ -15,7 +15,7 @@ from kangaroo_lite.corpus import (
     read_questions,
     training_corpus,
 )
-from kangaroo_lite.models import DATA_DIR
+from kangaroo_lite.models.loading import DATA_DIR
 
 
 def test_committed_question_file_equals_the_generator_output():

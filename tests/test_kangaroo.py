@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from scipy.stats import chisquare
 from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel, MistralConfig, MistralForCausalLM
 
-from kangaroo_lite.adapter import KangarooAdapter
+from kangaroo_lite.adapter.model import KangarooAdapter
+from kangaroo_lite.core.sampling import warp
 from kangaroo_lite.decoding.autoregressive import autoregressive
 from kangaroo_lite.decoding.kangaroo import SelfDraft, kangaroo
-from kangaroo_lite.sampling import warp
 
 torch.set_num_threads(1)
 
@@ -184,7 +184,7 @@ def _check_caches(
     assert [layer.get_seq_length() for layer in state.cache.layers] == [n] * target.config.num_hidden_layers
     assert state.adapter_length() == n
     fresh = DynamicCache(config=target.config)
-    out = target(context, past_key_values=fresh, use_cache=True, output_hidden_states=True)
+    out = target(context, cache=fresh, use_cache=True, output_hidden_states=True)
     for ours, theirs in zip(state.cache.layers, fresh.layers, strict=True):
         errors += [(ours.keys - theirs.keys).abs().max().item(), (ours.values - theirs.values).abs().max().item()]
     # The adapter's cache and its pending states: as if it had read the exited states of the whole context.

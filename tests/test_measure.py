@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from kangaroo_lite.analysis import expected_speedup, expected_tokens_per_step
-from kangaroo_lite.measure import interleaved, speedups
-from kangaroo_lite.result import DecodingResult
+from kangaroo_lite.bench.cost_model import expected_speedup, expected_tokens_per_step
+from kangaroo_lite.bench.measure import interleaved, speedups
+from kangaroo_lite.core.result import DecodingResult
 
 
 def _fake(name, seconds_per_token, tokens, calls):

@@ -5,7 +5,7 @@ from helpers import tiny_model
 from transformers import ViTConfig
 
 from kangaroo_lite import load_default, load_model, load_tokenizer
-from kangaroo_lite.models import DATA_DIR, check_same_vocabulary, check_tokenizer_matches
+from kangaroo_lite.models.loading import DATA_DIR, check_same_vocabulary, check_tokenizer_matches
 
 
 def test_load_default_returns_tokenizer_target_draft_offline(shipped):

@@ -11,17 +11,7 @@ from hypothesis import strategies as st
 from scipy.stats import chisquare
 from transformers import DynamicCache
 
-from kangaroo_lite.decoding.mtad import (
-    MTADDecoder,
-    _sample_distinct,
-    beam_sample,
-    mtad,
-    select_accepted,
-    target_joint_logp,
-    tree_attention,
-)
-from kangaroo_lite.models import encode_chat
-from kangaroo_lite.mtjd import (
+from kangaroo_lite.bench.mtjd import (
     beam_search_joint,
     joint_argmax,
     joint_logprobs,
@@ -29,8 +19,17 @@ from kangaroo_lite.mtjd import (
     outcome_distribution,
     sample_joint,
 )
-from kangaroo_lite.result import Recorder
-from kangaroo_lite.sampling import make_generator, warp
+from kangaroo_lite.core.result import Recorder
+from kangaroo_lite.core.sampling import make_generator, warp
+from kangaroo_lite.decoding.beam_tree import (
+    _sample_distinct,
+    beam_sample,
+    select_accepted,
+    target_joint_logp,
+    tree_attention,
+)
+from kangaroo_lite.decoding.mtad import MTADDecoder, mtad
+from kangaroo_lite.models.loading import encode_chat
 
 PROMPT = torch.tensor([[5, 6, 7]])
 PROMPT5 = torch.tensor([[3, 4, 2]])  # for the 5-token vocabularies
@@ -63,7 +62,7 @@ def fresh_cache(model, ids: torch.Tensor) -> DynamicCache:
     """The KV cache a plain forward over `ids` produces."""
     cache = DynamicCache(config=model.config)
     with torch.no_grad():
-        model(input_ids=ids, past_key_values=cache, use_cache=True)
+        model(input_ids=ids, cache=cache, use_cache=True)
     return cache
 
 
@@ -171,7 +170,7 @@ def test_tree_mask_gives_every_node_the_logits_of_its_own_path():
             input_ids=torch.cat([prompt[:, 2:], nodes], 1),
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
         ).logits[0]
         offsets = tree.offsets()

@@ -3,8 +3,11 @@
 import json
 import re
 import tomllib
+import warnings
 from pathlib import Path
 
+import pytest
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,3 +35,15 @@ def test_notebooks_are_numbered_start_with_parameters_and_have_no_outputs():
         code = [c for c in cells if c["cell_type"] == "code"]
         assert "parameters" in code[0]["metadata"].get("tags", []), path.name
         assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), path.name
+
+
+def test_a_deprecation_raised_from_our_code_fails_the_tests():
+    with pytest.raises(FutureWarning):
+        warnings.warn_explicit("renamed", FutureWarning, "kangaroo.py", 1, module="kangaroo_lite.decoding.kangaroo")
+
+
+def test_a_deprecated_keyword_passed_to_a_model_fails_the_tests():
+    from helpers import tiny_model
+
+    with pytest.raises(FutureWarning, match="past_key_values"):
+        tiny_model()(input_ids=torch.tensor([[1, 2]]), past_key_values=None)

@@ -3,7 +3,7 @@
 from conftest import LOSSLESS_TOKENS
 
 from kangaroo_lite import autoregressive
-from kangaroo_lite.evaluation import is_correct
+from kangaroo_lite.bench.evaluation import is_correct
 
 
 def _accuracy(shipped, questions, baseline_greedy, category, model=None):

@@ -7,7 +7,7 @@ import torch
 from helpers import FALSE_ALARM
 from scipy.stats import chisquare
 
-from kangaroo_lite.sampling import (
+from kangaroo_lite.core.sampling import (
     accept_drafts,
     accept_greedy,
     check_sampling,

@@ -6,9 +6,8 @@ import pytest
 from helpers import tiny_model
 
 from kangaroo_lite import encode_chat
-from kangaroo_lite.evaluation import sequence_nll
-from kangaroo_lite.models import DATA_DIR, DefaultModels, load_tokenizer
-from kangaroo_lite.sampling_quality import (
+from kangaroo_lite.bench.evaluation import sequence_nll
+from kangaroo_lite.bench.sampling_quality import (
     ANSWER_SUBTASKS,
     METHODS,
     compare,
@@ -17,6 +16,8 @@ from kangaroo_lite.sampling_quality import (
     floors,
     sampling_runners,
 )
+from kangaroo_lite.model_sets.loading import DefaultModels
+from kangaroo_lite.models.loading import DATA_DIR, load_tokenizer
 
 QUESTIONS = [
     {"question_id": 1, "category": "qa", "turns": ["Who is Bo?"], "reference": ["Bo is a baker."]},
@@ -153,7 +154,7 @@ def test_top_p_reaches_every_method(models):
 
 
 def test_tree_figure_places_leaves_evenly_and_parents_between_their_children():
-    from kangaroo_lite.viz import tree_figure
+    from kangaroo_lite.notebook.tree import tree_figure
 
     nodes = [{"id": "r", "parent": None, "label": "root"},
              {"id": "a", "parent": "r", "label": "a", "edge": "0.6", "color": "red"},

@@ -6,8 +6,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
+from kangaroo_lite.bench.sweep import grid_points, load_grid, scalar_metrics
 from kangaroo_lite.cli import main
-from kangaroo_lite.sweep import grid_points, load_grid, scalar_metrics
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_scalar_metrics_flatten_the_top_level_and_the_metrics_dict():
 
 
 def test_committed_example_grids_are_valid():
-    from kangaroo_lite.models import DATA_DIR
+    from kangaroo_lite.models.loading import DATA_DIR
 
     for path in sorted((DATA_DIR.parent / "experiments").glob("*.yaml")):
         spec = load_grid(path)

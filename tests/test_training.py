@@ -4,9 +4,9 @@ import json
 
 from transformers import LlamaForCausalLM
 
-from kangaroo_lite.corpus import format_example, training_corpus
-from kangaroo_lite.models import DATA_DIR, load_model, load_tokenizer
-from kangaroo_lite.training import TrainConfig, model_config, train_model
+from kangaroo_lite.models.corpus import format_example, training_corpus
+from kangaroo_lite.models.loading import DATA_DIR, load_model, load_tokenizer
+from kangaroo_lite.models.training import TrainConfig, model_config, train_model
 
 
 def _run(out, steps, resume=True):

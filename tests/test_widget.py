@@ -11,17 +11,15 @@ import torch
 from helpers import tiny_model
 
 from kangaroo_lite import KangarooAdapter, kangaroo
-from kangaroo_lite.result import DecodingResult, Step
-from kangaroo_lite.widget import (
+from kangaroo_lite.core.result import DecodingResult, Step
+from kangaroo_lite.notebook.slider_app import AdapterBank, build_app, quick_trainer
+from kangaroo_lite.notebook.slider_view import (
     FATES,
     REJECTED,
-    AdapterBank,
     ExitMarker,
     TokenRecord,
     app_figure,
-    build_app,
     mean_draft_length,
-    quick_trainer,
     render_round_html,
     round_view,
     stats_html,
@@ -281,7 +279,7 @@ def test_app_shows_errors_instead_of_losing_them():
 
 
 def test_quick_trainer_trains_an_adapter_for_any_exit_layer():
-    from kangaroo_lite.models import DATA_DIR, load_tokenizer
+    from kangaroo_lite.models.loading import DATA_DIR, load_tokenizer
 
     tokenizer = load_tokenizer(DATA_DIR / "tokenizer")
     model = tiny_model(layers=3, vocab=len(tokenizer), eos=tokenizer.eos_token_id)

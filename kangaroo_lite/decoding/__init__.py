@@ -1,1 +1,4 @@
-"""One module per decoding method, each reading like its paper's pseudo-code."""
+"""One module per decoding method, each reading like its paper's pseudo-code.
+
+May import: `core`, `models`, `adapter` — never `bench` or `notebook`.
+"""

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from ..checks import eos_id, prepare_prompt
-from ..result import DecodingResult, Recorder, Step
-from ..sampling import check_sampling, make_generator, next_token
+from ..core.checks import eos_id, prepare_prompt
+from ..core.result import DecodingResult, Recorder, Step
+from ..core.sampling import check_sampling, make_generator, next_token
 
 
 @torch.inference_mode()
@@ -26,7 +26,7 @@ def autoregressive(model: PreTrainedModel, input_ids: torch.Tensor, max_new_toke
     cache = DynamicCache(config=model.config) if use_cache else None
     sequence, fresh = ids, ids
     while not recorder.done:
-        logits = model(input_ids=fresh if use_cache else sequence, past_key_values=cache,
+        logits = model(input_ids=fresh if use_cache else sequence, cache=cache,
                        use_cache=use_cache).logits[0, -1]
         token = next_token(logits, temperature, top_p, generator)
         recorder.record(Step(emitted=[token]))

@@ -27,12 +27,12 @@ import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
-from ..adapter import KangarooAdapter, check_target
-from ..cache import truncate_cache
-from ..checks import check_positive, check_unit_interval, eos_id, prepare_prompt
-from ..draft_vocab import spread_to_vocab
-from ..result import DecodingResult, Recorder, Step
-from ..sampling import check_sampling, make_generator, verify_drafts, warp
+from ..adapter.model import KangarooAdapter, check_target
+from ..adapter.vocab import spread_to_vocab
+from ..core.cache import truncate_cache
+from ..core.checks import check_positive, check_unit_interval, eos_id, prepare_prompt
+from ..core.result import DecodingResult, Recorder, Step
+from ..core.sampling import check_sampling, make_generator, verify_drafts, warp
 from .speculative import probs_of
 
 THRESHOLD, MAX_DRAFT_TOKENS, BUDGET, EOS = "threshold", "max_draft_tokens", "budget", "eos"
@@ -114,7 +114,7 @@ class SelfDraft:
                     config=self.config,
                     inputs_embeds=hidden,
                     attention_mask=None,
-                    past_key_values=self.cache,
+                    cache=self.cache,
                     position_ids=positions,
                     layer_idx=i,
                 )
@@ -122,7 +122,7 @@ class SelfDraft:
                 hidden,
                 attention_mask=masks.get(build),
                 position_ids=positions,
-                past_key_values=self.cache,
+                cache=self.cache,
                 use_cache=True,
                 position_embeddings=rope,
             )
@@ -151,7 +151,7 @@ class SelfDraft:
             self.pending = None
             positions, rope = self._rope(position + 1 - exited.shape[1], exited.shape[1], exited)
             mask = self.adapter.causal_mask(exited, positions, self.adapter_cache)
-        out = self.adapter(exited, rope, attention_mask=mask, past_key_values=self.adapter_cache)
+        out = self.adapter(exited, rope, attention_mask=mask, cache=self.adapter_cache)
         logits = torch.nn.functional.linear(out[0, -1], self.draft_head_weight, self.draft_head_bias)
         if self.draft_vocab is None:
             return logits

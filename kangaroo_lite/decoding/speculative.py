@@ -14,11 +14,11 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from ..cache import truncate_cache
-from ..checks import check_positive, check_unit_interval, eos_id, prepare_prompt
-from ..models import check_same_vocabulary
-from ..result import DecodingResult, Recorder, Step
-from ..sampling import check_sampling, make_generator, sample, verify_drafts, warp
+from ..core.cache import truncate_cache
+from ..core.checks import check_positive, check_unit_interval, eos_id, prepare_prompt
+from ..core.result import DecodingResult, Recorder, Step
+from ..core.sampling import check_sampling, make_generator, sample, verify_drafts, warp
+from ..models.loading import check_same_vocabulary
 
 
 def probs_of(logits: torch.Tensor, tokens: list[int], temperature: float, top_p: float) -> list[float]:
@@ -48,7 +48,7 @@ class DraftModelProposer:
         greedy = self.temperature == 0
         drafted, probs, logits = [], [], []
         for _ in range(k):
-            out = self.model(input_ids=fresh, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+            out = self.model(input_ids=fresh, cache=self.cache, use_cache=True, logits_to_keep=1)
             row = out.logits[0, -1]
             if greedy:  # the argmax: a one-hot q needs no sampling
                 token = int(row.argmax())
@@ -101,7 +101,7 @@ def speculative(target: PreTrainedModel, draft: PreTrainedModel, input_ids: torc
         # Verify: one target pass over what it has not read yet (the prompt, or the last token) and the drafts.
         unread = sequence[:, cache.get_seq_length():]
         verify = torch.cat([unread, torch.tensor([drafted], device=ids.device, dtype=torch.long)], 1)
-        target_logits = target(input_ids=verify, past_key_values=cache, use_cache=True,
+        target_logits = target(input_ids=verify, cache=cache, use_cache=True,
                                logits_to_keep=len(drafted) + 1).logits[0]
         accepted, token = verify_drafts(target_logits, q, drafted, temperature, top_p, generator)
         step = Step(emitted=drafted[:accepted] + [token], drafted=drafted, accepted=accepted)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import make_tiny_data_dir
 
-from kangaroo_lite.bench import BenchConfig, run_bench, write_results
+from kangaroo_lite.bench.runner import BenchConfig, run_bench, write_results
 
 pytestmark = pytest.mark.ui
 

@@ -18,13 +18,16 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .analysis import cost_ratio, expected_speedup
-from .checks import check_positive
-from .corpus import SUBTASKS, read_questions
+from ..core.checks import check_positive, context_length
+from ..core.result import acceptance_by_position, acceptance_rate
+from ..decoding.autoregressive import autoregressive
+from ..model_sets.loading import DefaultModels, load_default, load_models, question_file
+from ..models.corpus import SUBTASKS, read_questions
+from ..models.loading import DATA_DIR, encode_chat
+from .cost_model import cost_curve, cost_ratio, expected_speedup, relative_cost, self_draft_cost_ratio
+from .lossless import classify_outputs
 from .measure import MethodTiming, interleaved
-from .methods import ABLATIONS, LOSSLESS, OURS, PEERS, method_runners
-from .models import DATA_DIR, DefaultModels, encode_chat, load_models
-from .result import acceptance_by_position, acceptance_rate
+from .methods import ABLATIONS, LOSSLESS, MODEL_SET_OPTIONS, OURS, PEERS, method_runners
 
 BASELINES = ("autoregressive", "hf_greedy")
 
@@ -33,6 +36,7 @@ BASELINES = ("autoregressive", "hf_greedy")
 class BenchConfig:
     """What to run: methods, data, budget, device; `quick` shrinks everything to a smoke run."""
 
+    model: str = "tiny"  # a model set of `load_default`: "tiny" or "smollm2"
     methods: list[str] = field(default_factory=lambda: list(OURS + ABLATIONS + PEERS))
     subtasks: list[str] = field(default_factory=lambda: list(SUBTASKS))
     questions_per_subtask: int = 8
@@ -66,22 +70,43 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def bench_prompts(models: DefaultModels, questions: list[dict], subtasks: list[str],
-                  per_subtask: int) -> list[tuple[dict, int, torch.Tensor]]:
-    """(record, turn index, prompt ids) for every turn; later turns see the reference replies."""
-    prompts = []
+def pick_evenly(records: list[dict], count: int) -> list[dict]:
+    """`count` records spread evenly over the list (all of them when it is shorter): every MT-bench category."""
+    if count >= len(records):
+        return list(records)
+    return [records[(i * len(records)) // count] for i in range(count)]
+
+
+def bench_prompts(models: DefaultModels, questions: list[dict], subtasks: list[str], per_subtask: int,
+                  max_new_tokens: int) -> tuple[list[tuple[dict, int, torch.Tensor]], list[dict]]:
+    """(record, turn index, prompt ids) for every turn that fits the model's context, and the skipped turns.
+
+    As in Spec-Bench, a later turn is asked after the target's own greedy answer to the earlier
+    ones (the answer every lossless method gives). A turn whose prompt plus `max_new_tokens`
+    exceeds the model's context is skipped (with the turns after it), counted and named.
+    """
+    prompts, skipped = [], []
+    limit = context_length(models.target)
     for subtask in subtasks:
-        records = [q for q in questions if q["category"] == subtask][:per_subtask]
+        records = [q for q in questions if q["category"] == subtask]
         if not records:
             raise ValueError(f"no questions of subtask {subtask!r} in the question file")
-        for record in records:
-            references = record.get("reference") or []
+        for record in pick_evenly(records, per_subtask):
+            history: list[tuple[str, str]] = []
             for turn, text in enumerate(record["turns"]):
-                if turn and len(references) < turn:
-                    break  # a later turn needs the earlier replies as history
-                history = list(zip(record["turns"][:turn], references[:turn], strict=True))
-                prompts.append((record, turn, encode_chat(models.tokenizer, text, history)))
-    return prompts
+                ids = encode_chat(models.tokenizer, text, history)
+                if ids.shape[1] + max_new_tokens > limit:
+                    skipped.append({"question_id": record["question_id"], "category": subtask, "turn": turn,
+                                    "reason": f"prompt of {ids.shape[1]} tokens + {max_new_tokens} new tokens "
+                                              f"exceeds the context of {limit}"})
+                    break
+                prompts.append((record, turn, ids))
+                if turn + 1 < len(record["turns"]):
+                    answer = autoregressive(models.target, ids, max_new_tokens, tokenizer=models.tokenizer)
+                    history.append((text, models.tokenizer.decode(answer.tokens, skip_special_tokens=True)))
+    if not prompts:
+        raise ValueError(f"every prompt was skipped: {skipped[0]['reason'] if skipped else 'no questions'}")
+    return prompts, skipped
 
 
 def _extra_parameters(models: DefaultModels, method: str) -> int:
@@ -92,22 +117,23 @@ def _extra_parameters(models: DefaultModels, method: str) -> int:
     return 0
 
 
-def _method_summary(name: str, timing: MethodTiming, base: MethodTiming, baseline_tokens: list[list[int]],
-                    groups: dict[str, list[int]], models: DefaultModels, costs: dict[str, float],
-                    greedy: bool) -> dict:
+def _method_summary(name: str, timing: MethodTiming, base: MethodTiming, identity: dict | None,
+                    groups: dict[str, list[int]], models: DefaultModels, costs: dict) -> dict:
+    """Speed, acceptance, cost-model bounds and (greedy, lossless methods) the identity check of one method."""
     results = [p.result for p in timing.prompts]
     steps = [s for r in results for s in r.steps]
     forwards = sum(r.target_forwards for r in results)
     tokens = sum(p.tokens for p in timing.prompts)
-    identical = [p.result.tokens == ref for p, ref in zip(timing.prompts, baseline_tokens, strict=True)]
     summary = {
         "speedup": timing.tokens_per_second / base.tokens_per_second,
         "tokens_per_second": timing.tokens_per_second,
         "tokens_per_second_spread": timing.spread(),
         "mean_accepted": tokens / forwards if forwards else None,
         "target_forwards_per_token": forwards / tokens if forwards else None,
-        "identical_to_baseline": all(identical) if greedy and (name in LOSSLESS or name in BASELINES) else None,
-        "mismatched_prompts": [i for i, same in enumerate(identical) if not same],
+        "identical_to_baseline": None if identity is None else not identity["bugs"],
+        "identity_rate": None if identity is None else identity["identity_rate"],
+        "near_ties": None if identity is None else identity["near_ties"],
+        "mismatched_prompts": [] if identity is None else [b["prompt"] for b in identity["bugs"]],
         "cpu_seconds_per_token": timing.cpu_seconds_per_token,
         "extra_parameters": _extra_parameters(models, name),
         "per_subtask": {},
@@ -118,9 +144,11 @@ def _method_summary(name: str, timing: MethodTiming, base: MethodTiming, baselin
         if name in costs:  # γ: the mean drafted length (confidence stops make it shorter than the maximum)
             drafting = [len(s.drafted) for s in steps if s.drafted]
             gamma = sum(drafting) / len(drafting)
-            bound = expected_speedup(alpha, gamma, costs[name])
-            summary.update(cost_ratio=costs[name], analytic_speedup=bound,
-                           share_of_analytic=summary["speedup"] / bound)
+            verify = relative_cost(costs["curve"], gamma + 1)
+            bound = expected_speedup(alpha, gamma, costs[name], verify)
+            summary.update(cost_ratio=costs[name], mean_drafted=gamma, verify_cost=verify, analytic_speedup=bound,
+                           share_of_analytic=summary["speedup"] / bound,
+                           analytic_speedup_free_verification=expected_speedup(alpha, gamma, costs[name]))
     for subtask, indices in groups.items():
         part, part_base = timing.subset(indices), base.subset(indices)
         part_forwards = sum(timing.prompts[i].result.target_forwards for i in indices)
@@ -133,23 +161,39 @@ def _method_summary(name: str, timing: MethodTiming, base: MethodTiming, baselin
     return summary
 
 
-def _cost_ratios(models: DefaultModels, methods: list[str], prompt: torch.Tensor) -> dict[str, float]:
-    costs = {}
+def _costs(models: DefaultModels, methods: list[str], prompt: torch.Tensor) -> dict:
+    """Each drafting method's cost ratio c, and the target's cost curve (a pass over n tokens / over one)."""
+    costs: dict = {"curve": cost_curve(models.target, prompt)}
     if "speculative" in methods:
         costs["speculative"] = cost_ratio(models.target, models.draft, prompt)
+    if "kangaroo" in methods:
+        costs["kangaroo"] = self_draft_cost_ratio(models.target, models.adapter, prompt)
     return costs
 
 
 def load_bench_models(cfg: BenchConfig) -> DefaultModels:
-    """The models a config names (its paths, else the data folder's), on its device and dtype."""
+    """The models a config names: its model set, or its own paths (else the data folder's) on its device and dtype."""
     device = resolve_device(cfg.device)
     dtype = getattr(torch, cfg.dtype, None)
     if not isinstance(dtype, torch.dtype):
         raise ValueError(f"unknown dtype {cfg.dtype!r}")
+    if cfg.model != "tiny":
+        if cfg.target or cfg.draft or cfg.tokenizer or cfg.adapter:
+            raise ValueError(f"model set {cfg.model!r} brings its own models: give no --target/--draft/--tokenizer/"
+                             "--adapter with it")
+        return load_default(cfg.model, device, dtype, cfg.data_dir)
     data = Path(cfg.data_dir)
     adapter = cfg.adapter or (data / "models" / "adapter" if (data / "models" / "adapter").is_dir() else None)
     return load_models(cfg.target or data / "models" / "target", cfg.draft or data / "models" / "draft",
                        cfg.tokenizer or data / "tokenizer", adapter, device, dtype)
+
+
+def bench_options(cfg: BenchConfig) -> dict[str, dict]:
+    """Per-method options: the model set's tuned settings (`MODEL_SET_OPTIONS`), then the config's own."""
+    options = {name: dict(values) for name, values in MODEL_SET_OPTIONS.get(cfg.model, {}).items()}
+    for name, values in cfg.options.items():
+        options[name] = {**options.get(name, {}), **values}
+    return options
 
 
 def run_bench(cfg: BenchConfig, models: DefaultModels | None = None, progress: bool = True) -> dict:
@@ -167,10 +211,11 @@ def run_bench(cfg: BenchConfig, models: DefaultModels | None = None, progress: b
 
 
 def _run(cfg: BenchConfig, models: DefaultModels, device: torch.device, progress: bool) -> dict:
-    questions = read_questions(cfg.questions or Path(cfg.data_dir) / "question.jsonl")
-    prompts = bench_prompts(models, questions, cfg.subtasks, cfg.questions_per_subtask)
+    questions = read_questions(cfg.questions or question_file(cfg.model, cfg.data_dir))
+    prompts, skipped = bench_prompts(models, questions, cfg.subtasks, cfg.questions_per_subtask,
+                                     cfg.max_new_tokens)
     methods = list(dict.fromkeys(["autoregressive", *cfg.methods]))  # our baseline always runs
-    runners = method_runners(models, cfg.max_new_tokens, methods, cfg.options, cfg.temperature, cfg.seed)
+    runners = method_runners(models, cfg.max_new_tokens, methods, bench_options(cfg), cfg.temperature, cfg.seed)
     bar = tqdm(total=len(prompts), desc="bench", unit="prompt", disable=not progress)
     timings = interleaved(runners, [ids for _, _, ids in prompts], cfg.repeats, progress=bar.update)
     bar.close()
@@ -181,12 +226,14 @@ def _run(cfg: BenchConfig, models: DefaultModels, device: torch.device, progress
     groups: dict[str, list[int]] = {}
     for index, (record, _, _) in enumerate(prompts):
         groups.setdefault(record["category"], []).append(index)
-    costs = _cost_ratios(models, methods, prompts[0][2])
-    summary = {
-        name: _method_summary(name, timings[name], timings[baseline], reference, groups, models, costs,
-                              cfg.temperature == 0)
-        for name in methods
-    }
+    costs = _costs(models, methods, prompts[0][2])
+    ids = [p for _, _, p in prompts]
+    checked = [m for m in methods if cfg.temperature == 0 and (m in LOSSLESS or m in BASELINES)]
+    identity = {m: classify_outputs(models.target, ids, reference, [p.result.tokens for p in timings[m].prompts])
+                for m in checked}
+    summary = {name: _method_summary(name, timings[name], timings[baseline], identity.get(name), groups, models,
+                                     costs)
+               for name in methods}
     records = []
     for index, (record, turn, _) in enumerate(prompts):
         for name in methods:
@@ -199,7 +246,8 @@ def _run(cfg: BenchConfig, models: DefaultModels, device: torch.device, progress
                 "tokens": p.result.tokens,
             })
     return {
-        "config": asdict(cfg), "baseline": baseline, "summary": summary, "questions": records,
+        "config": asdict(cfg), "baseline": baseline, "summary": summary, "questions": records, "skipped": skipped,
+        "cost_curve": costs["curve"],
         "environment": {"device": str(device), "device_name": _device_name(device),
                         "dtype": str(models.target.dtype).removeprefix("torch."),
                         "torch": torch.__version__, "python": platform.python_version(),
@@ -215,7 +263,7 @@ def _device_name(device: torch.device) -> str:
 
 
 def mismatches(results: dict) -> list[str]:
-    """Lossless methods whose greedy output differs from the baseline's on some prompt."""
+    """Lossless methods whose greedy output differs from the baseline's on some prompt, not at a near-tie."""
     return [name for name, s in results["summary"].items() if s["identical_to_baseline"] is False]
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from .corpus import SUBTASKS, read_questions
-from .decoding.autoregressive import autoregressive
-from .methods import OURS, method_runners
-from .models import DATA_DIR, encode_chat, load_default
-from .viz import rich_legend, tokens_rich
+from ..bench.methods import OURS, method_runners
+from ..decoding.autoregressive import autoregressive
+from ..model_sets.loading import load_default
+from ..models.corpus import SUBTASKS, read_questions
+from ..models.loading import DATA_DIR, encode_chat
+from .tokens import rich_legend, tokens_rich
 
 
 def run_demo(max_new_tokens: int = 64, subtasks: list[str] | tuple[str, ...] = SUBTASKS, seed: int = 0) -> None:

@@ -8,7 +8,7 @@ import time
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from .cache import truncate_cache
+from ..core.cache import truncate_cache
 
 
 @torch.inference_mode()
@@ -20,7 +20,7 @@ def forward_latency_ms(model: PreTrainedModel, prompt_ids: torch.Tensor, sizes: 
     which is exactly what a speculative verification step costs.
     """
     cache = DynamicCache(config=model.config)
-    model(input_ids=prompt_ids, past_key_values=cache, use_cache=True)
+    model(input_ids=prompt_ids, cache=cache, use_cache=True)
     length = cache.get_seq_length()
     fresh = torch.randint(0, model.config.vocab_size, (1, max(sizes)), generator=torch.Generator().manual_seed(0))
     fresh = fresh.to(prompt_ids.device)
@@ -29,7 +29,7 @@ def forward_latency_ms(model: PreTrainedModel, prompt_ids: torch.Tensor, sizes: 
         times = []
         for _ in range(repeats + 2):  # the first two are warm-up
             start = time.perf_counter()
-            model(input_ids=fresh[:, :n], past_key_values=cache, use_cache=True)
+            model(input_ids=fresh[:, :n], cache=cache, use_cache=True)
             times.append(time.perf_counter() - start)
             truncate_cache(cache, length)
         latency[n] = 1000 * statistics.median(times[2:])

@@ -1,10 +1,9 @@
-"""Loading the embedded default models, or any local Hugging Face causal LM, offline."""
+"""Loading checkpoints offline: the embedded tiny models or any local Hugging Face causal LM; chat prompts."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, NamedTuple
 
 import torch
 from transformers import (
@@ -18,16 +17,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 
 from .corpus import format_prompt
 
-DATA_DIR = Path(os.environ.get("KANGAROO_LITE_DATA", Path(__file__).resolve().parent.parent / "data"))
-
-
-class DefaultModels(NamedTuple):
-    """What `load_default` returns: unpack as `tokenizer, target, draft, adapter = …`."""
-
-    tokenizer: PreTrainedTokenizerBase
-    target: PreTrainedModel
-    draft: PreTrainedModel
-    adapter: Any
+DATA_DIR = Path(os.environ.get("KANGAROO_LITE_DATA", Path(__file__).resolve().parents[2] / "data"))
 
 
 def _checkpoint_dir(path: str | Path) -> Path:
@@ -75,35 +65,21 @@ def check_same_vocabulary(target: PreTrainedModel, draft: PreTrainedModel) -> No
                          "speculative decoding needs one shared tokenizer")
 
 
-def load_models(target: str | Path, draft: str | Path, tokenizer: str | Path, adapter: str | Path | None = None,
-                device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> DefaultModels:
-    """Tokenizer, target, draft and (optionally) a Kangaroo adapter from local folders, checked to fit."""
-    tok = load_tokenizer(tokenizer)
-    target_model = load_model(target, device, dtype)
-    draft_model = load_model(draft, device, dtype)
-    check_tokenizer_matches(tok, target_model)
-    check_same_vocabulary(target_model, draft_model)
-    adapter_model = None
-    if adapter is not None:
-        from .adapter import KangarooAdapter
-
-        adapter_model = KangarooAdapter.from_pretrained(adapter, target_model).to(device=device, dtype=dtype)
-    return DefaultModels(tok, target_model, draft_model, adapter_model)
-
-
-def load_default(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                 data_dir: str | Path = DATA_DIR) -> DefaultModels:
-    """The embedded tokenizer, target, draft and trained Kangaroo adapter, from `data/`."""
-    data_dir = Path(data_dir)
-    adapter = data_dir / "models" / "adapter"
-    return load_models(data_dir / "models" / "target", data_dir / "models" / "draft", data_dir / "tokenizer",
-                       adapter if adapter.is_dir() else None, device, dtype)
-
-
 def encode_chat(tokenizer: PreTrainedTokenizerBase, user_turn: str,
                 history: list[tuple[str, str]] | None = None) -> torch.Tensor:
-    """Token ids (1, n) of a chat prompt in the corpus format, ready for any decoding method."""
+    """Token ids (1, n) of a chat prompt, ready for any decoding method.
+
+    A tokenizer with a chat template (SmolLM2's) formats the conversation with it and adds the
+    assistant's generation prompt; the embedded tiny tokenizer has none and uses the corpus format.
+    `history` holds the earlier (user, assistant) turns.
+    """
     if not user_turn.strip():
         raise ValueError("the prompt is empty")
-    text = format_prompt(history or [], user_turn)
+    if tokenizer.chat_template:
+        messages = [{"role": role, "content": text} for pair in history or [] for role, text in
+                    zip(("user", "assistant"), pair, strict=True)]
+        messages.append({"role": "user", "content": user_turn})
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    else:
+        text = format_prompt(history or [], user_turn)
     return tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .checks import check_positive
+from ..core.checks import check_positive
 
 
 def reply_token_counts(data: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Counter:

@@ -22,8 +22,8 @@ from itertools import product
 import torch
 from transformers import PreTrainedModel
 
-from .checks import eos_id, prepare_prompt
-from .sampling import warp
+from ..core.checks import eos_id, prepare_prompt
+from ..core.sampling import warp
 
 MAX_SEQUENCES = 2**20  # V**k above this is refused: enumeration is for tiny vocabularies only
 
@@ -161,7 +161,7 @@ def mtad_gap(
     tokens (cut after EOS) are the outcome. The exact joint uses the same temperature and top-p
     as `mtad_options` (defaults 1.0 and 1.0).
     """
-    from .decoding.mtad import mtad
+    from ..decoding.mtad import mtad
 
     temperature, top_p = mtad_options.get("temperature", 1.0), mtad_options.get("top_p", 1.0)
     exact = outcome_distribution(joint_logprobs(target, input_ids, k, temperature, top_p), eos_id(target))

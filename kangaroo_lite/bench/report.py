@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from .viz import acceptance_figure, mean_accepted_figure, speedup_figure
+from .figures import acceptance_figure, mean_accepted_figure, speedup_figure
 
 COLUMNS = [
     ("speedup", "speedup", "{:.2f}x"),
@@ -13,10 +13,12 @@ COLUMNS = [
     ("mean_accepted", "#MAT", "{:.2f}"),
     ("acceptance_rate", "α", "{:.2f}"),
     ("target_forwards_per_token", "target fwd/token", "{:.2f}"),
-    ("analytic_speedup", "analytic bound", "{:.2f}x"),
+    ("analytic_speedup", "bound (this cost curve)", "{:.2f}x"),
+    ("analytic_speedup_free_verification", "bound (free verification)", "{:.2f}x"),
     ("cpu_seconds_per_token", "CPU ms/token", "{:.2f}"),
     ("extra_parameters", "extra params", "{:,}"),
-    ("identical_to_baseline", "= baseline", "{}"),
+    ("identity_rate", "identical outputs", "{:.0%}"),
+    ("identical_to_baseline", "lossless", "{}"),
 ]
 
 
@@ -34,20 +36,33 @@ def summary_rows(results: dict) -> list[list[str]]:
     return [[name] + [_cell(s, key, fmt) for key, _, fmt in COLUMNS] for name, s in results["summary"].items()]
 
 
+def skipped_note(results: dict) -> str:
+    """One line naming the questions skipped because they do not fit the model's context ('' if none)."""
+    skipped = results.get("skipped") or []
+    if not skipped:
+        return ""
+    names = ", ".join(f"{s['category']} #{s['question_id']} turn {s['turn'] + 1}" for s in skipped)
+    return f"skipped {len(skipped)} prompt(s) that do not fit the model's context: {names}"
+
+
 def print_summary(results: dict) -> None:
-    """Print the summary table with rich."""
+    """Print the summary table with rich, and the skipped prompts."""
     from rich.console import Console
     from rich.table import Table
 
     env = results["environment"]
-    table = Table(title=f"mini Spec-Bench — {env['device_name']} ({env['device']}, {env['dtype']}); "
+    model = results["config"].get("model", "tiny")
+    table = Table(title=f"Spec-Bench ({model}) — {env['device_name']} ({env['device']}, {env['dtype']}); "
                         f"baseline: {results['baseline']}")
     table.add_column("method")
     for _, label, _ in COLUMNS:
         table.add_column(label, justify="right")
     for row in summary_rows(results):
         table.add_row(*row)
-    Console(width=170).print(table)
+    console = Console(width=190)
+    console.print(table)
+    if skipped_note(results):
+        console.print(skipped_note(results))
 
 
 SAMPLING_COLUMNS = [
@@ -92,6 +107,11 @@ def print_sampling_summary(report: dict, floor: dict) -> None:
         console.print(f"{floor['method']}: {text}: " + ("[green]met[/green]" if checks[key] else "[red]NOT met[/red]"))
 
 
+def _curve_text(results: dict) -> str:
+    curve = results.get("cost_curve") or {}
+    return ", ".join(f"{n}: {float(v):.2f}" for n, v in curve.items()) or "not measured"
+
+
 def write_html_report(results: dict, path: str | Path) -> None:
     """A single HTML file with the tables and plotly figures, plotly.js inlined (works offline)."""
     head = "".join(f"<th>{html.escape(label)}</th>" for _, label, _ in COLUMNS)
@@ -107,10 +127,15 @@ def write_html_report(results: dict, path: str | Path) -> None:
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child{{text-align:left}}</style>
 </head><body>
-<h1>kangaroo_lite — mini Spec-Bench</h1>
+<h1>kangaroo_lite — Spec-Bench on {html.escape(results["config"].get("model", "tiny"))}</h1>
 <p>{html.escape(env['device_name'])} · {env['device']} · {env['dtype']} · torch {env['torch']} ·
 {env['date']} · baseline: <b>{results['baseline']}</b> (the faster of ours and Hugging Face's greedy)</p>
 <table id="summary"><tr><th>method</th>{head}</tr>{rows}</table>
+<p>Bounds: the cost model's expected speedup from each method's measured acceptance α, mean draft
+length γ and draft cost c, with the verification pass costing what this machine's measured cost
+curve says (<i>this cost curve</i>) or what one token costs (<i>free verification</i>, nearly true
+on a GPU). Cost curve (pass over n tokens / over one): {html.escape(_curve_text(results))}.</p>
+<p id="skipped">{html.escape(skipped_note(results))}</p>
 {plots}
 <p><small>config: {config}</small></p>
 </body></html>

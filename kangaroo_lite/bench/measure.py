@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .result import DecodingResult
+from ..core.result import DecodingResult
 
 Run = Callable[[torch.Tensor], DecodingResult]
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SUBTASKS = ("mt_bench", "translation", "summarization", "qa", "math_reasoning", "rag")
+# Spec-Bench's MT-bench categories, reported together as the `mt_bench` subtask (as its speed.py does).
+MT_BENCH_CATEGORIES = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")
 WORLD_SEED = 1234
 EVAL_SEED = 2024
 QUESTIONS_PER_SUBTASK = 80
@@ -373,7 +375,11 @@ def write_jsonl(records: list[dict], path: str | Path) -> None:
 
 
 def read_questions(path: str | Path) -> list[dict]:
-    """Read a Spec-Bench style `question.jsonl` (ours or the real one)."""
+    """Read a Spec-Bench style `question.jsonl` (ours or the real one).
+
+    An MT-bench category (`writing`, `roleplay`, …) becomes the `mt_bench` subtask, as in
+    Spec-Bench's own reports; the original is kept as `mt_bench_category`.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"question file not found: {path}")
@@ -382,9 +388,17 @@ def read_questions(path: str | Path) -> list[dict]:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            record = json.loads(line)
-            missing = {"question_id", "category", "turns"} - set(record)
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: not a JSON line ({error.msg})") from None
+            missing = {"question_id", "category", "turns"} - set(record) if isinstance(record, dict) else {"a record"}
             if missing:
-                raise ValueError(f"{path}:{number}: record lacks {sorted(missing)}")
+                raise ValueError(f"{path}:{number}: not a Spec-Bench question, it lacks {sorted(missing)}")
+            turns = record["turns"]
+            if not isinstance(turns, list) or not turns or not all(isinstance(t, str) for t in turns):
+                raise ValueError(f"{path}:{number}: 'turns' must be a non-empty list of strings, got {turns!r:.80}")
+            if record["category"] in MT_BENCH_CATEGORIES:
+                record["mt_bench_category"], record["category"] = record["category"], "mt_bench"
             records.append(record)
     return records

@@ -25,14 +25,15 @@ from collections.abc import Callable
 
 import torch
 
-from .corpus import SUBTASKS
-from .decoding.autoregressive import autoregressive
-from .decoding.mtad import mtad
-from .decoding.speculative import speculative
+from ..decoding.autoregressive import autoregressive
+from ..decoding.mtad import mtad
+from ..decoding.speculative import speculative
+from ..model_sets.loading import DefaultModels
+from ..models.corpus import SUBTASKS
+from ..models.loading import encode_chat
 from .evaluation import is_correct, sequence_nll
 from .measure import MethodTiming, Run, interleaved
 from .methods import DEFAULT_OPTIONS
-from .models import DefaultModels, encode_chat
 
 METHODS = ("autoregressive", "speculative", "mtad", "mmtad")
 ANSWER_SUBTASKS = ("qa", "math_reasoning", "rag")  # subtasks with one exact answer
@@ -87,7 +88,8 @@ def _pooled_perplexity(samples: list[dict]) -> float:
 
 
 def _accuracy(samples: list[dict]) -> float | None:
-    return sum(s["correct"] for s in samples) / len(samples) if samples else None
+    scored = [s["correct"] for s in samples if s["correct"] is not None]
+    return sum(scored) / len(scored) if scored else None
 
 
 def _summary(timing: MethodTiming, samples: list[dict]) -> dict:

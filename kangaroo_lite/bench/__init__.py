@@ -1,0 +1,4 @@
+"""Measuring: timing, interleaving, the cost model, the benchmark, its report, sweeps, evaluation, sampling quality.
+
+May import: `core`, `models`, `adapter`, `decoding` — never `notebook`.
+"""

@@ -1,0 +1,88 @@
+"""The speculative-decoding cost model: expected tokens per step and expected speedup from α, γ, c."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from transformers import DynamicCache, PreTrainedModel
+
+from ..adapter.model import KangarooAdapter
+from ..core.cache import truncate_cache
+from .timing import forward_latency_ms
+
+
+def _check_alpha(alpha: float) -> None:
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"acceptance rate alpha must be in [0, 1], got {alpha!r}")
+
+
+def expected_tokens_per_step(alpha: float, gamma: float) -> float:
+    """Expected new tokens per target pass with γ drafts each accepted with probability α."""
+    _check_alpha(alpha)
+    if alpha == 1:
+        return gamma + 1.0
+    return (1 - alpha ** (gamma + 1)) / (1 - alpha)
+
+
+def expected_speedup(alpha: float, gamma: float, cost_ratio: float, verify_cost: float = 1.0) -> float:
+    """Expected speedup: tokens per round over the round's cost in target passes over one token.
+
+    With `verify_cost` = 1 (a pass over γ + 1 tokens costs what a pass over one does, nearly true on
+    a GPU) this is Leviathan et al.'s (1 − α^(γ+1)) / ((1 − α)(γc + 1)); on a CPU the verification
+    pass costs more, and `verify_cost` = cost(γ + 1 tokens) / cost(1 token) from `cost_curve`.
+    """
+    if cost_ratio < 0:
+        raise ValueError(f"cost ratio c must be >= 0, got {cost_ratio!r}")
+    if verify_cost <= 0:
+        raise ValueError(f"verify_cost must be > 0, got {verify_cost!r}")
+    return expected_tokens_per_step(alpha, gamma) / (gamma * cost_ratio + verify_cost)
+
+
+def cost_ratio(target: PreTrainedModel, draft: PreTrainedModel, prompt_ids: torch.Tensor) -> float:
+    """c = latency of one draft forward step / latency of one target forward step (1 token each)."""
+    return forward_latency_ms(draft, prompt_ids, [1])[1] / forward_latency_ms(target, prompt_ids, [1])[1]
+
+
+def cost_curve(target: PreTrainedModel, prompt_ids: torch.Tensor, sizes: list[int] | None = None,
+               repeats: int = 15) -> dict[int, float]:
+    """The target's cost of one cached pass over n new tokens, relative to a pass over one: {n: ratio}."""
+    sizes = sorted(set(sizes or [1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16]) | {1})
+    latency = forward_latency_ms(target, prompt_ids, sizes, repeats)
+    return {n: latency[n] / latency[1] for n in sizes}
+
+
+def relative_cost(curve: dict[int, float], tokens: float) -> float:
+    """The cost curve read at `tokens` (linear between measured sizes, flat beyond the last)."""
+    sizes = sorted(curve)
+    if tokens <= sizes[0]:
+        return curve[sizes[0]]
+    for low, high in zip(sizes, sizes[1:], strict=False):
+        if tokens <= high:
+            return curve[low] + (curve[high] - curve[low]) * (tokens - low) / (high - low)
+    return curve[sizes[-1]]
+
+
+@torch.inference_mode()
+def self_draft_cost_ratio(target: PreTrainedModel, adapter: KangarooAdapter, prompt_ids: torch.Tensor,
+                          repeats: int = 15) -> float:
+    """c for Kangaroo: one draft step's own work (adapter + draft head; the shallow layers are shared) / one pass.
+
+    The adapter attends over the prompt's exited states, as it does while decoding.
+    """
+    exited = target.model(input_ids=prompt_ids, output_hidden_states=True).hidden_states[adapter.exit_layer]
+    positions = torch.arange(exited.shape[1], device=exited.device).unsqueeze(0)
+    rope = target.model.rotary_emb(exited, positions)
+    weight, bias = adapter.draft_head(target.lm_head)
+    cache = DynamicCache()
+    adapter(exited[:, :-1], tuple(r[:, :-1] for r in rope), adapter.causal_mask(exited[:, :-1], positions[:, :-1]),
+            cache=cache)
+    last, last_rope, length = exited[:, -1:], tuple(r[:, -1:] for r in rope), cache.get_seq_length()
+    times = []
+    for _ in range(repeats + 2):
+        start = time.perf_counter()
+        torch.nn.functional.linear(adapter(last, last_rope, cache=cache)[0, -1], weight, bias)
+        times.append(time.perf_counter() - start)
+        truncate_cache(cache, length)
+    return 1000 * statistics.median(times[2:]) / forward_latency_ms(target, prompt_ids, [1], repeats)[1]

@@ -1,0 +1,172 @@
+"""Commands that run and measure: the demo, model evaluation, the benchmark, sweeps."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..model_sets.loading import question_file
+from ..models.corpus import (
+    read_questions,
+)
+from .files import refuse_overwrite
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    """One prompt per subtask through every method, coloured by token fate, with a table."""
+    from ..notebook.demo import run_demo
+
+    run_demo(max_new_tokens=args.max_new_tokens, subtasks=args.subtasks, seed=args.seed)
+
+
+def cmd_eval_model(args: argparse.Namespace) -> None:
+    """Greedy exact-answer accuracy per subtask and held-out perplexity of one or more models."""
+    from ..bench.evaluation import evaluate_accuracy, held_out_perplexity
+    from ..models.loading import check_tokenizer_matches, load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(args.tokenizer)
+    questions = [q for q in read_questions(args.questions) if q["category"] in args.subtasks]
+    if args.limit:
+        questions = [q for s in args.subtasks for q in [r for r in questions if r["category"] == s][: args.limit]]
+    report = {}
+    for path in args.models:
+        model = load_model(path)
+        check_tokenizer_matches(tokenizer, model)
+        accuracy = evaluate_accuracy(model, tokenizer, questions, args.max_new_tokens)
+        report[path] = {"accuracy": accuracy, "perplexity": held_out_perplexity(model, tokenizer)}
+    _print_eval(report, args.subtasks)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+
+
+def _print_eval(report: dict, subtasks: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="exact-answer accuracy (greedy) and held-out perplexity")
+    table.add_column("model", no_wrap=True)
+    for s in subtasks:
+        table.add_column(s, justify="right", no_wrap=True)
+    table.add_column("perplexity", justify="right", no_wrap=True)
+    for path, row in report.items():
+        cells = [f"{100 * row['accuracy'].get(s, float('nan')):.1f}%" for s in subtasks]
+        table.add_row(Path(path).name, *cells, f"{row['perplexity']:.3f}")
+    Console(width=max(100, 16 * (len(subtasks) + 2))).print(table)
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    """Run the mini Spec-Bench and write results.json and report.html."""
+    from datetime import datetime
+
+    from ..bench.report import print_summary
+    from ..bench.runner import BenchConfig, mismatches, run_bench, write_results
+
+    if args.sampling:
+        _bench_sampling(args)
+        return
+    given = {"speculative": {"num_draft_tokens": args.num_draft_tokens,
+                             "confidence_threshold": args.confidence_threshold},
+             "kangaroo": {"threshold": args.threshold, "max_draft_tokens": args.max_draft_tokens},
+             "hf_early_exit": {"exit_layer": args.exit_layer}}
+    options = {method: {k: v for k, v in values.items() if v is not None} for method, values in given.items()}
+    fields = dict(model=args.model, subtasks=args.subtasks, device=args.device, dtype=args.dtype,
+                  data_dir=args.data_dir, questions=args.questions, target=args.target, draft=args.draft,
+                  tokenizer=args.tokenizer, adapter=args.adapter, options=options, threads=args.threads)
+    if args.methods:
+        fields["methods"] = args.methods
+    for name in ("questions_per_subtask", "max_new_tokens", "repeats"):
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
+    cfg = BenchConfig.quick(**fields) if args.quick else BenchConfig(**fields)
+    out = Path(args.out or Path("results") / datetime.now().strftime("%Y%m%d-%H%M%S"))
+    refuse_overwrite(out / "results.json", args.force)
+    results = run_bench(cfg)
+    path = write_results(results, out)
+    print_summary(results)
+    print(f"wrote {path} and {path.parent / 'report.html'}")
+    wrong = mismatches(results)
+    if wrong:
+        sys.exit(f"LOSSLESS CHECK FAILED: {', '.join(wrong)} differ from the baseline's greedy output")
+
+
+def _bench_sampling(args: argparse.Namespace) -> None:
+    """MTAD against single-token and speculative sampling at one temperature: sampling.json and the floors."""
+    from datetime import datetime
+
+    import torch
+
+    from ..bench.report import print_sampling_summary
+    from ..bench.runner import BenchConfig, load_bench_models
+    from ..bench.sampling_quality import METHODS, compare_sampling, floors
+
+    if args.temperature <= 0:
+        raise SystemExit(f"--sampling needs a temperature > 0, got {args.temperature}")
+    out = Path(args.out or Path("results") / datetime.now().strftime("%Y%m%d-%H%M%S"))
+    refuse_overwrite(out / "sampling.json", args.force)
+    cfg = BenchConfig(model=args.model, device=args.device, dtype=args.dtype, data_dir=args.data_dir,
+                      target=args.target, draft=args.draft, tokenizer=args.tokenizer, adapter=args.adapter)
+    models = load_bench_models(cfg)
+    if models.target.device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    given = {"num_draft_tokens": args.num_draft_tokens, "confidence_threshold": args.confidence_threshold}
+    drafting = {k: v for k, v in given.items() if v is not None}
+    options = {"speculative": drafting, "mtad": {**drafting, "num_beams": args.num_beams},
+               "mmtad": {**drafting, "num_beams": args.num_beams}}
+    questions = read_questions(args.questions or question_file(args.model, args.data_dir))
+    quick = args.quick
+    report = compare_sampling(
+        models, questions, methods=args.methods or METHODS, temperature=args.temperature,
+        subtasks=args.subtasks, per_subtask=args.questions_per_subtask or (1 if quick else 4),
+        max_new_tokens=args.max_new_tokens or (24 if quick else 48), seeds=range(1 if quick else args.seeds),
+        repeats=args.repeats or (1 if quick else 3), options=options,
+    )
+    floor = floors(report) if {"autoregressive", "speculative", "mtad"} <= set(report["methods"]) else None
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "sampling.json"
+    path.write_text(json.dumps({**report, "floors": floor, "threads": torch.get_num_threads()}, indent=1))
+    if floor:
+        print_sampling_summary(report, floor)
+    print(f"wrote {path}")
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    """Run a notebook over a parameter grid with papermill and collect the results."""
+    from datetime import datetime
+
+    from ..bench.sweep import print_sweep, run_sweep
+
+    out = Path(args.out or Path("results") / f"sweep-{Path(args.grid).stem}-{datetime.now():%Y%m%d-%H%M%S}")
+    refuse_overwrite(out / "sweep.json", args.force)
+    rows = run_sweep(args.grid, out)
+    print_sweep(rows)
+    print(f"wrote {out / 'sweep.json'} and {out / 'sweep.html'}")
+
+
+def cmd_eval_adapter(args: argparse.Namespace) -> None:
+    """Top-1 agreement and Σ min(p, q) of the self-draft per subtask on real questions, with and without adapter."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..bench.drafter_quality import drafter_quality
+    from ..model_sets.loading import load_default
+
+    models = load_default(args.model)
+    questions = read_questions(args.questions or question_file(args.model))
+    report = drafter_quality(models, questions, args.per_subtask, args.max_new_tokens)
+    table = Table(title=f"self-draft at exit layer {models.adapter.exit_layer} vs the target's greedy replies "
+                        f"({args.per_subtask} questions per subtask, {args.max_new_tokens} tokens)")
+    for column in ("subtask", "positions", "top-1 (adapter)", "top-1 (none)", "Σmin(p,q) (adapter)",
+                   "Σmin(p,q) (none)"):
+        table.add_column(column, justify="right")
+    for subtask, row in report.items():
+        a, n = row["with_adapter"], row["without_adapter"]
+        table.add_row(subtask, str(row["positions"]), f"{a['top1']:.3f}", f"{n['top1']:.3f}",
+                      f"{a['acceptance']:.3f}", f"{n['acceptance']:.3f}")
+    Console(width=140).print(table)
+    if args.json:
+        refuse_overwrite(Path(args.json), args.force)
+        Path(args.json).write_text(json.dumps({"per_subtask": args.per_subtask, "max_new_tokens": args.max_new_tokens,
+                                               "exit_layer": models.adapter.exit_layer, "report": report}, indent=1))
+        print(f"wrote {args.json}")

@@ -1,0 +1,4 @@
+"""What every decoding method shares: the sampling rule, cache rollback, input checks, the result and its trace.
+
+May import: nothing else of kangaroo_lite (the ground floor).
+"""

@@ -1,0 +1,4 @@
+"""Model sets by name: a tokenizer, a target, its draft model and its Kangaroo adapter, loaded together.
+
+May import: `core`, `models`, `adapter`.
+"""
