@@ -49,6 +49,8 @@ MODEL_SET_OPTIONS: dict[str, dict[str, dict]] = {
     "smollm2": {
         "speculative": {"num_draft_tokens": 2, "confidence_threshold": 0.5},
         "kangaroo": {"max_draft_tokens": 2, "threshold": 0.5},
+        "mtad": {"num_draft_tokens": 3, "num_beams": 2, "confidence_threshold": 0.3},
+        "mmtad": {"num_draft_tokens": 3, "num_beams": 2, "confidence_threshold": 0.3},
     },
 }
 

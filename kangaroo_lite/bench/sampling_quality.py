@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 import torch
 
+from ..core.checks import context_length
 from ..decoding.autoregressive import autoregressive
 from ..decoding.mtad import mtad
 from ..decoding.speculative import speculative
@@ -34,6 +35,7 @@ from ..models.loading import encode_chat
 from .evaluation import is_correct, sequence_nll
 from .measure import MethodTiming, Run, interleaved
 from .methods import DEFAULT_OPTIONS
+from .runner import pick_evenly
 
 METHODS = ("autoregressive", "speculative", "mtad", "mmtad")
 ANSWER_SUBTASKS = ("qa", "math_reasoning", "rag")  # subtasks with one exact answer
@@ -70,16 +72,20 @@ def sampling_runners(models: DefaultModels, max_new_tokens: int, methods: tuple[
 
 
 def quality_prompts(models: DefaultModels, questions: list[dict], subtasks: tuple[str, ...] | list[str],
-                    per_subtask: int) -> list[tuple[dict, torch.Tensor]]:
-    """(record, prompt ids of its first turn) for the first `per_subtask` questions of each subtask."""
+                    per_subtask: int, max_new_tokens: int = 0) -> list[tuple[dict, torch.Tensor]]:
+    """(record, prompt ids of its first turn) for `per_subtask` questions spread over each subtask.
+
+    A prompt that leaves fewer than `max_new_tokens` positions of the model's context is left out.
+    """
     if per_subtask < 1:
         raise ValueError(f"per_subtask must be >= 1, got {per_subtask!r}")
-    prompts = []
+    prompts, limit = [], context_length(models.target)
     for subtask in subtasks:
-        records = [q for q in questions if q["category"] == subtask][:per_subtask]
+        records = [q for q in questions if q["category"] == subtask]
         if not records:
             raise ValueError(f"no questions of subtask {subtask!r}")
-        prompts += [(r, encode_chat(models.tokenizer, r["turns"][0])) for r in records]
+        encoded = [(r, encode_chat(models.tokenizer, r["turns"][0])) for r in pick_evenly(records, per_subtask)]
+        prompts += [(r, ids) for r, ids in encoded if ids.shape[1] + max_new_tokens <= limit]
     return prompts
 
 
@@ -126,7 +132,7 @@ def compare_sampling(models: DefaultModels, questions: list[dict],
     if not seeds:
         raise ValueError("give at least one seed")
     methods = list(dict.fromkeys(methods))
-    prompts = quality_prompts(models, questions, subtasks, per_subtask)
+    prompts = quality_prompts(models, questions, subtasks, per_subtask, max_new_tokens)
     timings = {name: MethodTiming() for name in methods}
     for index, seed in enumerate(seeds):
         runs = sampling_runners(models, max_new_tokens, methods, temperature, top_p, seed, options)

@@ -98,7 +98,7 @@ def _bench_sampling(args: argparse.Namespace) -> None:
     import torch
 
     from ..bench.report import print_sampling_summary
-    from ..bench.runner import BenchConfig, load_bench_models
+    from ..bench.runner import BenchConfig, bench_options, load_bench_models
     from ..bench.sampling_quality import METHODS, compare_sampling, floors
 
     if args.temperature <= 0:
@@ -112,8 +112,9 @@ def _bench_sampling(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     given = {"num_draft_tokens": args.num_draft_tokens, "confidence_threshold": args.confidence_threshold}
     drafting = {k: v for k, v in given.items() if v is not None}
-    options = {"speculative": drafting, "mtad": {**drafting, "num_beams": args.num_beams},
-               "mmtad": {**drafting, "num_beams": args.num_beams}}
+    cfg.options = {"speculative": drafting, "mtad": {**drafting, "num_beams": args.num_beams},
+                   "mmtad": {**drafting, "num_beams": args.num_beams}}
+    options = bench_options(cfg)
     questions = read_questions(args.questions or question_file(args.model, args.data_dir))
     quick = args.quick
     report = compare_sampling(
