@@ -58,6 +58,13 @@ bench-quick: $(STAMP)  ## a smoke-sized benchmark (under 2 minutes)
 	$(BIN)/kangaroo-lite bench --quick --device $(DEVICE) --out $(BENCH_OUT)
 	$(BIN)/kangaroo-lite bench --quick --sampling --device $(DEVICE) --out $(BENCH_OUT)
 
+# SmolLM2-135M-Instruct on the real Spec-Bench questions, greedy then sampling (T = 1, MTAD).
+SMOLLM2_BENCH := --model smollm2 --questions-per-subtask 4 --max-new-tokens 48 --repeats 2
+bench-smollm2: $(STAMP)  ## the real model on the real questions (about 30 minutes here)
+	$(BIN)/kangaroo-lite bench $(SMOLLM2_BENCH) --device $(DEVICE) --out $(BENCH_OUT)
+	$(BIN)/kangaroo-lite bench --sampling --model smollm2 --temperature 1.0 --questions-per-subtask 2 --seeds 2 \
+		--max-new-tokens 48 --repeats 1 --device $(DEVICE) --out $(BENCH_OUT)
+
 GRID ?= experiments/threshold.yaml
 sweep: $(STAMP)  ## papermill runs over a grid: make sweep GRID=experiments/exit_layer.yaml
 	$(BIN)/kangaroo-lite sweep $(GRID)
@@ -81,10 +88,14 @@ $(DISTILL)/replies.jsonl: data/distill/prompts.jsonl | $(STAMP)
 $(DISTILL)/features/manifest.json: $(DISTILL)/replies.jsonl
 	rm -rf $(DISTILL)/features
 	$(BIN)/kangaroo-lite precompute-features --replies $< --exit-layers 1 2 3 --out $(DISTILL)/features
-train-adapter-smollm2: $(DISTILL)/features/manifest.json  ## reproduce SmolLM2's shipped adapter (see docs/smollm2_adapter.md)
-	$(BIN)/kangaroo-lite train-adapter-features --features $(DISTILL)/features --exit-layer 2 \
-		--out $(SMOLLM2_ADAPTER) --force
-	$(BIN)/kangaroo-lite eval-adapter --model smollm2 --json $(SMOLLM2_ADAPTER)/evaluation.json --force
+SMOLLM2_TRAIN := --features $(DISTILL)/features --steps 2000 --lr 3e-3 --warmup 30 --threads 1
+train-adapter-smollm2: $(DISTILL)/features/manifest.json  ## reproduce SmolLM2's adapter (about 75 minutes here; docs/smollm2_adapter.md)
+	$(BIN)/kangaroo-lite train-adapter-features $(SMOLLM2_TRAIN) --exit-layer 2 --out build/smollm2-adapter-exit2 --force
+	$(BIN)/kangaroo-lite train-adapter-features $(SMOLLM2_TRAIN) --exit-layer 1 --out $(SMOLLM2_ADAPTER) --force
+	$(BIN)/kangaroo-lite compare-exit-layers build/smollm2-adapter-exit2 $(SMOLLM2_ADAPTER) --max-draft-tokens 3 \
+		--threshold 0.3 --repeats 1 --json $(SMOLLM2_ADAPTER)/exit_layers.json --force
+	$(BIN)/kangaroo-lite eval-adapter --model smollm2 --per-subtask 4 --max-new-tokens 48 \
+		--json $(SMOLLM2_ADAPTER)/evaluation.json --force
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -257,13 +257,17 @@ def _exact_joint(target: torch.nn.Module, prompt: list[int], temperature: float,
     return (p1[:, None, None] * p2[:, :, None] * p3).sum(0)
 
 
-@pytest.mark.parametrize(("temperature", "top_p", "draft_vocab"),
-                         [(1.0, 1.0, None), (0.7, 0.9, None), (1.0, 1.0, (0, 2, 3, 5, 6)),
-                          (0.7, 0.9, (0, 2, 3, 5, 6))])
-def test_sampling_keeps_the_target_distribution(temperature, top_p, draft_vocab):
+COSTLY = {1: 1.0, 2: 1.3, 3: 1.9}  # a cost curve under which unconfident drafts are not verified
+
+
+@pytest.mark.parametrize(("temperature", "top_p", "draft_vocab", "cost_curve"),
+                         [(1.0, 1.0, None, None), (0.7, 0.9, None, None), (1.0, 1.0, (0, 2, 3, 5, 6), None),
+                          (0.7, 0.9, (0, 2, 3, 5, 6), None), (1.0, 1.0, None, COSTLY)])
+def test_sampling_keeps_the_target_distribution(temperature, top_p, draft_vocab, cost_curve):
     """Chi-square test of the joint of two drafted tokens; false alarm rate 1e-3 (seeds fixed).
 
     With a draft vocabulary, the tokens outside it can only come from the residual distribution.
+    With a cost curve, a round verifies 0, 1 or 2 of its drafts.
     """
     vocab, runs, prompt = 8, 2000, [1, 2, 3]
     target = tiny_target("llama", layers=2, vocab=vocab, sharpness=60.0)
@@ -283,6 +287,7 @@ def test_sampling_keeps_the_target_distribution(temperature, top_p, draft_vocab)
             temperature=temperature,
             top_p=top_p,
             seed=seed,
+            cost_curve=cost_curve,
         )
         x2, x3 = result.tokens[1:3]
         counts[x2, x3] += 1

@@ -36,21 +36,22 @@ def is_correct(record: dict, reply: str) -> bool | None:
     Our synthetic questions: math's final "The answer is N" equals the reference number (the
     worked steps may differ), every other subtask's whole reply equals the reference reply. The
     real Spec-Bench: math (GSM8K) — the reply's last number equals the one after "####"; rag
-    (Natural Questions) — the reply contains one of the reference answers; other subtasks have
-    no single answer.
+    (Natural Questions) — the reply contains one of the reference answers; a reference reply
+    (translation, summarization) must be matched exactly; MT-bench and qa (no reference) are
+    not scored.
     """
     reply = _normalise(reply)
     references = record.get("reference") or []
-    if "answer" in record:  # ours: every question has its exact answer
-        if record["category"] == "math_reasoning":
-            found = _FINAL_NUMBER.search(reply)
-            return bool(found) and found.group(1) == str(record["answer"])
-        return reply == _normalise(references[0])
+    if record["category"] == "math_reasoning" and "answer" in record:  # ours
+        found = _FINAL_NUMBER.search(reply)
+        return bool(found) and found.group(1) == str(record["answer"])
     if record["category"] == "math_reasoning" and references and _GSM8K_ANSWER.search(references[0]):
         numbers = _NUMBER.findall(reply)
         return bool(numbers) and _number(numbers[-1]) == _number(_GSM8K_ANSWER.search(references[0]).group(1))
-    if record["category"] == "rag" and references and isinstance(references[0], list):
+    if references and isinstance(references[0], list):  # Spec-Bench's rag: the acceptable answers
         return any(_normalise(answer).lower() in reply.lower() for answer in references[0])
+    if references and "mt_bench_category" not in record:
+        return reply == _normalise(references[0])
     return None
 
 

@@ -27,7 +27,7 @@ from ..models.loading import DATA_DIR, encode_chat
 from .cost_model import cost_curve, cost_ratio, expected_speedup, relative_cost, self_draft_cost_ratio
 from .lossless import classify_outputs
 from .measure import MethodTiming, interleaved
-from .methods import ABLATIONS, LOSSLESS, MODEL_SET_OPTIONS, OURS, PEERS, method_runners
+from .methods import ABLATIONS, LOSSLESS, MEASURED, MODEL_SET_OPTIONS, OURS, PEERS, method_runners
 
 BASELINES = ("autoregressive", "hf_greedy")
 
@@ -161,9 +161,9 @@ def _method_summary(name: str, timing: MethodTiming, base: MethodTiming, identit
     return summary
 
 
-def _costs(models: DefaultModels, methods: list[str], prompt: torch.Tensor) -> dict:
+def _costs(models: DefaultModels, methods: list[str], prompt: torch.Tensor, curve: dict[int, float]) -> dict:
     """Each drafting method's cost ratio c, and the target's cost curve (a pass over n tokens / over one)."""
-    costs: dict = {"curve": cost_curve(models.target, prompt)}
+    costs: dict = {"curve": curve}
     if "speculative" in methods:
         costs["speculative"] = cost_ratio(models.target, models.draft, prompt)
     if "kangaroo" in methods:
@@ -188,11 +188,19 @@ def load_bench_models(cfg: BenchConfig) -> DefaultModels:
                        cfg.tokenizer or data / "tokenizer", adapter, device, dtype)
 
 
-def bench_options(cfg: BenchConfig) -> dict[str, dict]:
-    """Per-method options: the model set's tuned settings (`MODEL_SET_OPTIONS`), then the config's own."""
+def bench_options(cfg: BenchConfig, curve: dict[int, float] | None = None) -> dict[str, dict]:
+    """Per-method options: the model set's tuned settings (`MODEL_SET_OPTIONS`), then the config's own.
+
+    An option `cost_curve: "measured"` becomes `curve`, the target's cost curve measured in this run.
+    """
     options = {name: dict(values) for name, values in MODEL_SET_OPTIONS.get(cfg.model, {}).items()}
     for name, values in cfg.options.items():
         options[name] = {**options.get(name, {}), **values}
+    for values in options.values():
+        if values.get("cost_curve") == MEASURED:
+            if curve is None:
+                raise ValueError("a measured cost curve is asked for but none was measured")
+            values["cost_curve"] = curve
     return options
 
 
@@ -215,7 +223,9 @@ def _run(cfg: BenchConfig, models: DefaultModels, device: torch.device, progress
     prompts, skipped = bench_prompts(models, questions, cfg.subtasks, cfg.questions_per_subtask,
                                      cfg.max_new_tokens)
     methods = list(dict.fromkeys(["autoregressive", *cfg.methods]))  # our baseline always runs
-    runners = method_runners(models, cfg.max_new_tokens, methods, bench_options(cfg), cfg.temperature, cfg.seed)
+    curve = cost_curve(models.target, prompts[0][2])  # measured first: cost-aware drafting reads it
+    runners = method_runners(models, cfg.max_new_tokens, methods, bench_options(cfg, curve), cfg.temperature,
+                             cfg.seed)
     bar = tqdm(total=len(prompts), desc="bench", unit="prompt", disable=not progress)
     timings = interleaved(runners, [ids for _, _, ids in prompts], cfg.repeats, progress=bar.update)
     bar.close()
@@ -226,7 +236,7 @@ def _run(cfg: BenchConfig, models: DefaultModels, device: torch.device, progress
     groups: dict[str, list[int]] = {}
     for index, (record, _, _) in enumerate(prompts):
         groups.setdefault(record["category"], []).append(index)
-    costs = _costs(models, methods, prompts[0][2])
+    costs = _costs(models, methods, prompts[0][2], curve)
     ids = [p for _, _, p in prompts]
     checked = [m for m in methods if cfg.temperature == 0 and (m in LOSSLESS or m in BASELINES)]
     identity = {m: classify_outputs(models.target, ids, reference, [p.result.tokens for p in timings[m].prompts])

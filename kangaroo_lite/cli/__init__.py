@@ -11,7 +11,7 @@ import sys
 from ..model_sets.loading import MODEL_SETS
 from ..models.corpus import MIXTURES, SUBTASKS
 from ..models.loading import DATA_DIR
-from .measure import cmd_bench, cmd_demo, cmd_eval_adapter, cmd_eval_model, cmd_sweep
+from .measure import cmd_bench, cmd_compare_exit_layers, cmd_demo, cmd_eval_adapter, cmd_eval_model, cmd_sweep
 from .train import (
     cmd_distill_replies,
     cmd_make_data,
@@ -104,15 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     distil = sub.add_parser("train-adapter-features", help="train a Kangaroo adapter from precomputed features")
     distil.add_argument("--model", default="smollm2", choices=["smollm2"])
     distil.add_argument("--features", required=True)
-    distil.add_argument("--exit-layer", type=int, default=2)
+    distil.add_argument("--exit-layer", type=int, default=1)
     distil.add_argument("--out", required=True)
     distil.add_argument("--init", help="continue training this adapter")
     distil.add_argument("--draft-vocab-size", type=int, default=8192)
-    distil.add_argument("--steps", type=int, default=1500)
+    distil.add_argument("--steps", type=int, default=2000)
     distil.add_argument("--batch-size", type=int, default=8)
-    distil.add_argument("--lr", type=float, default=5e-4)
-    distil.add_argument("--warmup", type=int, default=50)
-    distil.add_argument("--eval-every", type=int, default=100)
+    distil.add_argument("--lr", type=float, default=3e-3)
+    distil.add_argument("--warmup", type=int, default=30)
+    distil.add_argument("--eval-every", type=int, default=200)
     distil.add_argument("--seed", type=int, default=0)
     distil.add_argument("--threads", type=int, default=2)
     distil.add_argument("--force", action="store_true", help="overwrite an existing adapter")
@@ -136,6 +136,21 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--json", help="also write the report to this JSON file")
     quality.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     quality.set_defaults(func=cmd_eval_adapter)
+
+    layers = sub.add_parser("compare-exit-layers", help="Kangaroo's speed with one adapter per exit layer")
+    layers.add_argument("adapters", nargs="+", help="adapter folders, one per exit layer")
+    layers.add_argument("--model", default="smollm2", choices=MODEL_SETS)
+    layers.add_argument("--questions", default="", help="default: the model set's question file")
+    layers.add_argument("--subtasks", nargs="+", default=list(SUBTASKS))
+    layers.add_argument("--per-subtask", type=int, default=2)
+    layers.add_argument("--max-new-tokens", type=int, default=48)
+    layers.add_argument("--repeats", type=int, default=2)
+    layers.add_argument("--max-draft-tokens", type=int, default=2)
+    layers.add_argument("--threshold", type=float, default=0.5)
+    layers.add_argument("--threads", type=int, default=1)
+    layers.add_argument("--json", help="also write the report to this JSON file")
+    layers.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+    layers.set_defaults(func=cmd_compare_exit_layers)
 
     bench = sub.add_parser("bench", help="the mini Spec-Bench benchmark of every method")
     bench.add_argument("--methods", nargs="+", help="default: every method, ours and Hugging Face's")

@@ -97,9 +97,11 @@ def _bench_sampling(args: argparse.Namespace) -> None:
 
     import torch
 
+    from ..bench.cost_model import cost_curve
     from ..bench.report import print_sampling_summary
     from ..bench.runner import BenchConfig, bench_options, load_bench_models
     from ..bench.sampling_quality import METHODS, compare_sampling, floors
+    from ..models.loading import encode_chat
 
     if args.temperature <= 0:
         raise SystemExit(f"--sampling needs a temperature > 0, got {args.temperature}")
@@ -114,8 +116,8 @@ def _bench_sampling(args: argparse.Namespace) -> None:
     drafting = {k: v for k, v in given.items() if v is not None}
     cfg.options = {"speculative": drafting, "mtad": {**drafting, "num_beams": args.num_beams},
                    "mmtad": {**drafting, "num_beams": args.num_beams}}
-    options = bench_options(cfg)
     questions = read_questions(args.questions or question_file(args.model, args.data_dir))
+    options = bench_options(cfg, cost_curve(models.target, encode_chat(models.tokenizer, questions[0]["turns"][0])))
     quick = args.quick
     report = compare_sampling(
         models, questions, methods=args.methods or METHODS, temperature=args.temperature,
@@ -171,3 +173,34 @@ def cmd_eval_adapter(args: argparse.Namespace) -> None:
         Path(args.json).write_text(json.dumps({"per_subtask": args.per_subtask, "max_new_tokens": args.max_new_tokens,
                                                "exit_layer": models.adapter.exit_layer, "report": report}, indent=1))
         print(f"wrote {args.json}")
+
+
+def cmd_compare_exit_layers(args: argparse.Namespace) -> None:
+    """Kangaroo with one adapter per exit layer, timed against autoregressive decoding on the same prompts."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..adapter.model import KangarooAdapter
+    from ..bench.exit_layers import compare_exit_layers
+    from ..model_sets.loading import load_default
+
+    models = load_default(args.model)
+    adapters = {}
+    for folder in args.adapters:
+        adapter = KangarooAdapter.from_pretrained(folder, models.target)
+        adapters[adapter.exit_layer] = adapter
+    questions = read_questions(args.questions or question_file(args.model))
+    options = {"max_draft_tokens": args.max_draft_tokens, "threshold": args.threshold}
+    report = compare_exit_layers(models, adapters, questions, args.subtasks, args.per_subtask, args.max_new_tokens,
+                                 args.repeats, options, args.threads)
+    table = Table(title=f"Kangaroo by exit layer, {args.model}, greedy, γ ≤ {args.max_draft_tokens}, "
+                        f"threshold {args.threshold} ({args.threads} thread(s))")
+    for column in ("exit layer", "speedup", "#MAT", "α", "identical"):
+        table.add_column(column, justify="right")
+    for layer, row in sorted(report.items()):
+        table.add_row(str(layer), f"{row['speedup']:.2f}x", f"{row['mean_accepted']:.2f}",
+                      f"{row['acceptance_rate']:.2f}", f"{row['identical']}/{row['prompts']}")
+    Console(width=120).print(table)
+    if args.json:
+        refuse_overwrite(Path(args.json), args.force)
+        Path(args.json).write_text(json.dumps({"options": options, "report": report}, indent=1))

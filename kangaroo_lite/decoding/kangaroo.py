@@ -21,7 +21,7 @@ positions at the start of the next round.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
@@ -31,11 +31,12 @@ from ..adapter.model import KangarooAdapter, check_target
 from ..adapter.vocab import spread_to_vocab
 from ..core.cache import truncate_cache
 from ..core.checks import check_positive, check_unit_interval, eos_id, prepare_prompt
+from ..core.draft_length import best_draft_length
 from ..core.result import DecodingResult, Recorder, Step
 from ..core.sampling import check_sampling, make_generator, verify_drafts, warp
 from .speculative import probs_of
 
-THRESHOLD, MAX_DRAFT_TOKENS, BUDGET, EOS = "threshold", "max_draft_tokens", "budget", "eos"
+THRESHOLD, MAX_DRAFT_TOKENS, BUDGET, EOS, COST = "threshold", "max_draft_tokens", "budget", "eos", "cost"
 
 
 def _mask_function(config, layer: int) -> Callable:
@@ -235,6 +236,7 @@ def kangaroo(
     seed: int | None = None,
     tokenizer: PreTrainedTokenizerBase | None = None,
     on_round: Callable[[SelfDraft, torch.Tensor], None] | None = None,
+    cost_curve: Mapping[int, float] | None = None,
 ) -> DecodingResult:
     """Kangaroo self-speculative decoding: lossless, greedy or sampled.
 
@@ -242,8 +244,11 @@ def kangaroo(
     logits when greedy, the warped (temperature, top-p) distribution it samples from otherwise.
     Each step's `info` records `exit_layer`, the `confidences` of its drafts and `draft_stop`:
     "threshold" (the last draft's confidence fell below it; that draft is still verified),
-    "eos" (the last draft is the end-of-text token), "max_draft_tokens", or "budget" (the token
-    budget left fewer drafts than `max_draft_tokens`).
+    "eos" (the last draft is the end-of-text token), "max_draft_tokens", "budget" (the token
+    budget left fewer drafts than `max_draft_tokens`), or "cost": with a `cost_curve` (the
+    target's cost of a pass over n tokens relative to one, as `bench.cost_model.cost_curve`
+    measures it) only the leading drafts worth their verification cost are verified
+    (`core.draft_length.best_draft_length`).
     `on_round(state, sequence)` is called after the prefill and after every round, for
     inspection (the cache invariant tests use it).
     """
@@ -275,6 +280,12 @@ def kangaroo(
             recorder.eos_token_id,
         )
         stop = stop or (MAX_DRAFT_TOKENS if budget == max_draft_tokens else BUDGET)
+        if cost_curve is not None and drafted:
+            keep = best_draft_length(confidences, cost_curve)
+            if keep < len(drafted):  # the rest are not worth verifying; rollback forgets their states
+                drafted, confidences, exited, stop = drafted[:keep], confidences[:keep], exited[:, : keep + 1], COST
+                draft_logits = draft_logits[:keep]
+                q = None if q is None else q[:keep]
         # Verify: the deep layers read [last token, drafts] once, from their exited states (in the
         # first round after the rest of the prompt).
         if unread is not None:

@@ -1,0 +1,55 @@
+"""Cost-aware draft length: verify only the drafts that pay for their place in the verification pass."""
+
+import pytest
+import torch
+from helpers import ARCHITECTURES, tiny_model
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kangaroo_lite import KangarooAdapter, autoregressive, kangaroo, speculative
+from kangaroo_lite.core.draft_length import best_draft_length, curve_at
+
+CPU = {1: 1.0, 2: 1.06, 3: 1.16, 4: 1.65, 5: 1.70, 7: 2.06}
+FREE = {1: 1.0, 16: 1.0}
+
+
+def test_free_verification_keeps_every_draft():
+    assert best_draft_length([0.2, 0.1, 0.05], FREE) == 3
+
+
+def test_a_costly_pass_drops_the_unlikely_drafts():
+    assert best_draft_length([0.9, 0.9, 0.9], CPU) == 2  # a fourth token would cost 0.49 of a pass
+    assert best_draft_length([0.9, 0.9, 0.9, 0.95], CPU) == 4  # ... unless the next one rides along cheaply
+    assert best_draft_length([0.05], CPU) == 0  # 5% for 6% more cost: not worth it
+    assert best_draft_length([0.2], CPU) == 1
+
+
+def test_curve_is_read_at_the_nearest_measured_size_below():
+    assert curve_at(CPU, 6) == 1.70 and curve_at(CPU, 40) == 2.06 and curve_at(CPU, 2) == 1.06
+
+
+@given(st.lists(st.floats(0, 1), max_size=8))
+def test_the_choice_is_a_valid_prefix_length(confidences):
+    assert 0 <= best_draft_length(confidences, CPU) <= len(confidences)
+
+
+@given(st.lists(st.floats(0.01, 1), max_size=8))
+def test_with_free_verification_every_plausible_draft_is_kept(confidences):
+    assert best_draft_length(confidences, FREE) == len(confidences)
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_cost_aware_drafting_stays_lossless_and_verifies_fewer_drafts(arch):
+    target = tiny_model(arch, layers=4, vocab=64, seed=1, sharpness=3.0, eos=None)
+    adapter = KangarooAdapter.from_target(target, 2)
+    draft = tiny_model(arch, layers=1, vocab=64, seed=2, sharpness=3.0, eos=None)
+    costly = {1: 1.0, 2: 1.5, 3: 2.5}
+    for prompt in (torch.tensor([[5, 6, 7]]), torch.tensor([[9] * 11])):
+        base = autoregressive(target, prompt, 30).tokens
+        plain = kangaroo(target, adapter, prompt, 30, max_draft_tokens=4, threshold=0.0)
+        aware = kangaroo(target, adapter, prompt, 30, max_draft_tokens=4, threshold=0.0, cost_curve=costly)
+        assert plain.tokens == aware.tokens == base
+        assert sum(len(s.drafted) for s in aware.steps) < sum(len(s.drafted) for s in plain.steps)
+        assert any(s.info["draft_stop"] == "cost" for s in aware.steps)
+        spec = speculative(target, draft, prompt, 30, num_draft_tokens=4, cost_curve=costly)
+        assert spec.tokens == base
