@@ -21,7 +21,7 @@ from transformers.masking_utils import create_causal_mask
 from ..core.checks import check_positive
 from .features import FeatureExample, FeatureShards
 from .model import KangarooAdapter
-from .training import _lr_factor
+from .training import _lr_factor, optimise
 
 
 def _collate(batch: Sequence[FeatureExample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -173,26 +173,12 @@ def train_adapter_on_features(
     log(0, [])
     bar = tqdm(total=steps, desc=f"adapter (exit {features.exit_layer})", unit="step",
                disable=not progress or not accelerator.is_local_main_process)
-    losses: list[float] = []
-    step = 0
-    while step < steps:
-        for exited, mask, topk_ids, topk_logits in loader:
-            log_q = head.log_probs(_adapter_states(model, target, exited)[mask])
-            loss = soft_label_loss(log_q, *head.targets(topk_ids, topk_logits))
-            accelerator.backward(loss)
-            accelerator.clip_grad_value_(model.parameters(), clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            losses.append(loss.item())
-            step += 1
-            bar.update(1)
-            if step % eval_every == 0 or step == steps:
-                log(step, losses)
-                losses = []
-                bar.set_postfix(top1=f"{history[-1]['top1']:.3f}", acceptance=f"{history[-1]['acceptance']:.3f}")
-            if step == steps:
-                break
+    def batch_loss(batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        exited, mask, topk_ids, topk_logits = batch
+        log_q = head.log_probs(_adapter_states(model, target, exited)[mask])
+        return soft_label_loss(log_q, *head.targets(topk_ids, topk_logits))
+
+    optimise(model, loader, batch_loss, steps, accelerator, optimizer, scheduler, clip, eval_every, log, history, bar)
     bar.close()
     adapter = accelerator.unwrap_model(model).eval()
     return adapter, history

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -181,6 +182,32 @@ def _lr_factor(step: int, steps: int, warmup: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def optimise(model: nn.Module, loader: Iterable, batch_loss: Callable[[Any], torch.Tensor], steps: int,
+             accelerator: Accelerator, optimizer: torch.optim.Optimizer, scheduler: Any, clip: float, eval_every: int,
+             log: Callable[[int, list[float]], None], history: list[dict], bar: tqdm) -> None:
+    """The loop both adapter trainers share: `steps` optimiser steps over `loader` (again and again),
+    gradient values clipped at `clip`; `log(step, train losses)` every `eval_every` steps and at the end."""
+    losses: list[float] = []
+    step = 0
+    while step < steps:
+        for batch in loader:
+            loss = batch_loss(batch)
+            accelerator.backward(loss)
+            accelerator.clip_grad_value_(model.parameters(), clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+            step += 1
+            bar.update(1)
+            if step % eval_every == 0 or step == steps:
+                log(step, losses)
+                losses = []
+                bar.set_postfix(top1=f"{history[-1]['top1']:.3f}", acceptance=f"{history[-1]['acceptance']:.3f}")
+            if step == steps:
+                return
+
+
 def train_adapter(
     target: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -276,27 +303,9 @@ def train_adapter(
             unit="step",
             disable=not progress or not accelerator.is_local_main_process,
         )
-        losses: list[float] = []
-        step = 0
-        while step < steps:
-            for ids, mask in loader:
-                draft_logits, target_logits = _draft_and_target_logits(target, model, exit_layer, ids, mask)
-                loss = _soft_cross_entropy(draft_logits, target_logits)
-                accelerator.backward(loss)
-                accelerator.clip_grad_value_(model.parameters(), clip)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-                losses.append(loss.item())
-                step += 1
-                bar.update(1)
-                if step % eval_every == 0 or step == steps:
-                    log(step, losses)
-                    losses = []
-                    last = history[-1]
-                    bar.set_postfix(loss=f"{last['held_out_loss']:.3f}", acceptance=f"{last['acceptance']:.3f}")
-                if step == steps:
-                    break
+        optimise(model, loader, lambda batch: _soft_cross_entropy(*_draft_and_target_logits(target, model, exit_layer,
+                                                                                             *batch)),
+                 steps, accelerator, optimizer, scheduler, clip, eval_every, log, history, bar)
         bar.close()
     finally:
         for p, requires_grad in frozen:
