@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
 from ..adapter.model import KangarooAdapter
 from ..core.cache import truncate_cache
-from .timing import forward_latency_ms
+from .timing import forward_latency_ms, median_ms
 
 
 def _check_alpha(alpha: float) -> None:
@@ -79,10 +76,6 @@ def self_draft_cost_ratio(target: PreTrainedModel, adapter: KangarooAdapter, pro
     adapter(exited[:, :-1], tuple(r[:, :-1] for r in rope), adapter.causal_mask(exited[:, :-1], positions[:, :-1]),
             cache=cache)
     last, last_rope, length = exited[:, -1:], tuple(r[:, -1:] for r in rope), cache.get_seq_length()
-    times = []
-    for _ in range(repeats + 2):
-        start = time.perf_counter()
-        torch.nn.functional.linear(adapter(last, last_rope, cache=cache)[0, -1], weight, bias)
-        times.append(time.perf_counter() - start)
-        truncate_cache(cache, length)
-    return 1000 * statistics.median(times[2:]) / forward_latency_ms(target, prompt_ids, [1], repeats)[1]
+    step = median_ms(lambda: torch.nn.functional.linear(adapter(last, last_rope, cache=cache)[0, -1], weight, bias),
+                     lambda: truncate_cache(cache, length), repeats)
+    return step / forward_latency_ms(target, prompt_ids, [1], repeats)[1]

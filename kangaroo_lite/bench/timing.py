@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
@@ -24,13 +25,16 @@ def forward_latency_ms(model: PreTrainedModel, prompt_ids: torch.Tensor, sizes: 
     length = cache.get_seq_length()
     fresh = torch.randint(0, model.config.vocab_size, (1, max(sizes)), generator=torch.Generator().manual_seed(0))
     fresh = fresh.to(prompt_ids.device)
-    latency = {}
-    for n in sizes:
-        times = []
-        for _ in range(repeats + 2):  # the first two are warm-up
-            start = time.perf_counter()
-            model(input_ids=fresh[:, :n], cache=cache, use_cache=True)
-            times.append(time.perf_counter() - start)
-            truncate_cache(cache, length)
-        latency[n] = 1000 * statistics.median(times[2:])
-    return latency
+    return {n: median_ms(lambda n=n: model(input_ids=fresh[:, :n], cache=cache, use_cache=True),
+                         lambda: truncate_cache(cache, length), repeats) for n in sizes}
+
+
+def median_ms(step: Callable[[], object], rollback: Callable[[], None], repeats: int = 15) -> float:
+    """Median milliseconds of `step` over `repeats` runs after two warm-up runs, `rollback` after each."""
+    times = []
+    for _ in range(repeats + 2):  # the first two are warm-up
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+        rollback()
+    return 1000 * statistics.median(times[2:])
