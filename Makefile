@@ -60,7 +60,7 @@ bench-quick: $(STAMP)  ## a smoke-sized benchmark (under 2 minutes)
 
 # SmolLM2-135M-Instruct on the real Spec-Bench questions, greedy then sampling (T = 1, MTAD).
 SMOLLM2_BENCH := --model smollm2 --questions-per-subtask 4 --max-new-tokens 48 --repeats 2
-bench-smollm2: $(STAMP)  ## the real model on the real questions (about 30 minutes here)
+bench-smollm2: $(STAMP)  ## the real model on the real questions (about an hour here)
 	$(BIN)/kangaroo-lite bench $(SMOLLM2_BENCH) --device $(DEVICE) --out $(BENCH_OUT)
 	$(BIN)/kangaroo-lite bench --sampling --model smollm2 --temperature 1.0 --questions-per-subtask 2 --seeds 2 \
 		--max-new-tokens 48 --repeats 1 --device $(DEVICE) --out $(BENCH_OUT)

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kangaroo_lite import KangarooAdapter, autoregressive, kangaroo, speculative
-from kangaroo_lite.core.draft_length import best_draft_length, curve_at
+from kangaroo_lite.core.draft_length import AcceptanceCalibration, best_draft_length, curve_at
 
 CPU = {1: 1.0, 2: 1.06, 3: 1.16, 4: 1.65, 5: 1.70, 7: 2.06}
 FREE = {1: 1.0, 16: 1.0}
@@ -51,5 +51,28 @@ def test_cost_aware_drafting_stays_lossless_and_verifies_fewer_drafts(arch):
         assert plain.tokens == aware.tokens == base
         assert sum(len(s.drafted) for s in aware.steps) < sum(len(s.drafted) for s in plain.steps)
         assert any(s.info["draft_stop"] == "cost" for s in aware.steps)
+        mild = kangaroo(target, adapter, prompt, 30, max_draft_tokens=4, threshold=0.0, cost_curve={1: 1.0, 2: 1.01})
+        scales = [s.info["calibration"] for s in mild.steps]  # what the generation had accepted, per round
+        assert mild.tokens == base and scales[0] == 1.0 and len(set(scales)) > 1
         spec = speculative(target, draft, prompt, 30, num_draft_tokens=4, cost_curve=costly)
         assert spec.tokens == base
+
+
+def test_calibration_starts_neutral_and_follows_observed_acceptance():
+    calibration = AcceptanceCalibration(prior=4.0)
+    assert calibration.corrected([0.5, 0.9]) == [0.5, 0.9]
+    for _ in range(20):  # confident drafts, rejected at once: 0.8 expected per round, 0 accepted
+        calibration.update([0.8, 0.8], accepted=0)
+    assert calibration.scale == pytest.approx(4.0 / 20.0)
+    smollm2 = {1: 1.0, 2: 1.2}  # a pass over 2 tokens costs 1.2 of one
+    assert best_draft_length([0.8], smollm2) == 1
+    assert best_draft_length(calibration.corrected([0.8]), smollm2) == 0  # it stops verifying them
+
+
+def test_calibration_counts_only_the_drafts_the_target_reached():
+    calibration = AcceptanceCalibration(prior=0.0)
+    calibration.update([0.5, 0.5, 0.5], accepted=1)  # the third draft was never compared
+    assert (calibration.expected, calibration.accepted) == (1.0, 1.0)
+    calibration.update([0.5, 0.5], accepted=2)  # all accepted
+    assert (calibration.expected, calibration.accepted) == (2.0, 3.0)
+    assert calibration.corrected([0.9]) == [1.0]  # capped: an estimate of a probability

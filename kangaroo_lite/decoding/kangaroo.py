@@ -31,7 +31,7 @@ from ..adapter.model import KangarooAdapter, check_target
 from ..adapter.vocab import spread_to_vocab
 from ..core.cache import truncate_cache
 from ..core.checks import check_positive, check_unit_interval, eos_id, prepare_prompt
-from ..core.draft_length import best_draft_length
+from ..core.draft_length import AcceptanceCalibration, best_draft_length
 from ..core.result import DecodingResult, Recorder, Step
 from ..core.sampling import check_sampling, make_generator, verify_drafts, warp
 from .speculative import probs_of
@@ -192,16 +192,16 @@ def _draft(
     """Draft up to `budget` tokens after `last` (1, 1) at `position`.
 
     Returns the drafted ids, their draft distributions (k, V; None when greedy) and logits (k, V), the confidences,
-    the exited states of [last, drafts] (1, k+1, h), and what stopped it early (EOS, THRESHOLD or None).
+    the exited states of [last, drafts but the last] (1, k, h): the last draft's are computed only if it is kept
+    for verification (`_exit_last_draft`), and what stopped it early (EOS, THRESHOLD or None).
     """
     drafted, rows, dists, confidences, exited = [], [], [], [], []
     token, stop = last, None
     for i in range(budget + 1):
+        if i == budget or stop:
+            break
         hidden, rope = model.shallow(token, position + i)  # every draft needs its shallow KV for verification
         exited.append(hidden)
-        if i == budget or stop:
-            model.defer(hidden)  # the adapter reads it next round if it is accepted
-            break
         row = model.draft(hidden, rope, position + i)
         if temperature == 0:
             confidence, choice = torch.softmax(row.float(), -1).max(-1)
@@ -218,9 +218,20 @@ def _draft(
         elif confidences[-1] < threshold:
             stop = THRESHOLD
         token = choice.view(1, 1)
+    if not drafted:  # no draft budget: the last token's shallow pass, for verification
+        hidden, _ = model.shallow(last, position)
+        model.defer(hidden)
+        exited.append(hidden)
     logits = torch.stack(rows) if rows else None
     q = torch.stack(dists) if dists else None  # None when greedy: verification matches argmaxes
     return drafted, q, logits, confidences, torch.cat(exited, dim=1), stop
+
+
+def _exit_last_draft(model: SelfDraft, exited: torch.Tensor, drafted: list[int], position: int) -> torch.Tensor:
+    """The exited states of [last, drafts] for verification: the last draft's shallow pass, now that it is kept."""
+    hidden, _ = model.shallow(torch.tensor([drafted[-1:]], device=exited.device), position + len(drafted))
+    model.defer(hidden)  # the adapter reads it next round if it is accepted
+    return torch.cat([exited, hidden], dim=1)
 
 
 @torch.inference_mode()
@@ -248,7 +259,8 @@ def kangaroo(
     budget left fewer drafts than `max_draft_tokens`), or "cost": with a `cost_curve` (the
     target's cost of a pass over n tokens relative to one, as `bench.cost_model.cost_curve`
     measures it) only the leading drafts worth their verification cost are verified
-    (`core.draft_length.best_draft_length`).
+    (`core.draft_length.best_draft_length`), their confidences first rescaled to the acceptance
+    this generation has seen (`core.draft_length.AcceptanceCalibration`; `info["calibration"]`).
     `on_round(state, sequence)` is called after the prefill and after every round, for
     inspection (the cache invariant tests use it).
     """
@@ -268,6 +280,7 @@ def kangaroo(
     # No separate prefill pass: the shallow layers read the prompt but its last token now; the
     # adapter reads it with the first draft, the deep layers with the first verification.
     sequence, unread = ids, None  # unread: exited states the deep layers have not read yet
+    calibration = AcceptanceCalibration()
     if ids.shape[1] > 1:
         unread, _ = model.shallow(ids[:, :-1], 0)
         model.defer(unread)
@@ -281,11 +294,13 @@ def kangaroo(
         )
         stop = stop or (MAX_DRAFT_TOKENS if budget == max_draft_tokens else BUDGET)
         if cost_curve is not None and drafted:
-            keep = best_draft_length(confidences, cost_curve)
+            keep = best_draft_length(calibration.corrected(confidences), cost_curve)
             if keep < len(drafted):  # the rest are not worth verifying; rollback forgets their states
                 drafted, confidences, exited, stop = drafted[:keep], confidences[:keep], exited[:, : keep + 1], COST
                 draft_logits = draft_logits[:keep]
                 q = None if q is None else q[:keep]
+        if len(drafted) == exited.shape[1]:
+            exited = _exit_last_draft(model, exited, drafted, context - 1)
         # Verify: the deep layers read [last token, drafts] once, from their exited states (in the
         # first round after the rest of the prompt).
         if unread is not None:
@@ -298,6 +313,9 @@ def kangaroo(
             accepted=accepted,
             info=dict(exit_layer=model.exit_layer, confidences=confidences, draft_stop=stop),
         )
+        if cost_curve is not None:
+            step.info["calibration"] = calibration.scale
+            calibration.update(confidences, accepted)
         if drafted:
             step.draft_probs = probs_of(draft_logits, drafted, temperature, top_p)
             step.target_probs = probs_of(target_logits[:-1], drafted, temperature, top_p)

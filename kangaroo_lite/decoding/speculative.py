@@ -18,7 +18,7 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..core.cache import truncate_cache
 from ..core.checks import check_positive, check_unit_interval, eos_id, prepare_prompt
-from ..core.draft_length import best_draft_length
+from ..core.draft_length import AcceptanceCalibration, best_draft_length
 from ..core.result import DecodingResult, Recorder, Step
 from ..core.sampling import check_sampling, make_generator, sample, verify_drafts, warp
 from ..models.loading import check_same_vocabulary
@@ -86,7 +86,8 @@ def speculative(target: PreTrainedModel, draft: PreTrainedModel, input_ids: torc
     were accepted, -1 (never below 1) otherwise. `confidence_threshold` stops a round's drafting
     after a token the draft is less sure of (Hugging Face's `assistant_confidence_threshold`).
     With a `cost_curve` (the target's cost of a pass over n tokens relative to one) only the
-    leading drafts worth their verification cost are verified (`core.draft_length`).
+    leading drafts worth their verification cost are verified, their confidences rescaled to the
+    acceptance seen so far (`core.draft_length`).
     """
     check_sampling(temperature, top_p)
     check_positive("num_draft_tokens", num_draft_tokens)
@@ -100,14 +101,15 @@ def speculative(target: PreTrainedModel, draft: PreTrainedModel, input_ids: torc
 
     # The first round's verification pass also reads the prompt: no separate prefill pass.
     sequence, k = ids, num_draft_tokens
+    calibration = AcceptanceCalibration()
     while not recorder.done:
         context = sequence.shape[1]
         budget = min(k, recorder.remaining - 1)  # never draft past max_new_tokens
         drafted, q, draft_logits = proposer.propose(sequence, budget) if budget > 0 else ([], None, None)
         if cost_curve is not None and drafted:
             confidences = (torch.softmax(draft_logits.float(), -1) if q is None else q).max(-1).values.tolist()
-            keep = best_draft_length(confidences, cost_curve)
-            drafted, draft_logits = drafted[:keep], draft_logits[:keep]
+            keep = best_draft_length(calibration.corrected(confidences), cost_curve)
+            drafted, draft_logits, confidences = drafted[:keep], draft_logits[:keep], confidences[:keep]
             q = None if q is None else q[:keep]
         # Verify: one target pass over what it has not read yet (the prompt, or the last token) and the drafts.
         unread = sequence[:, cache.get_seq_length():]
@@ -116,6 +118,9 @@ def speculative(target: PreTrainedModel, draft: PreTrainedModel, input_ids: torc
                                logits_to_keep=len(drafted) + 1).logits[0]
         accepted, token = verify_drafts(target_logits, q, drafted, temperature, top_p, generator)
         step = Step(emitted=drafted[:accepted] + [token], drafted=drafted, accepted=accepted)
+        if cost_curve is not None and drafted:
+            step.info["calibration"] = calibration.scale
+            calibration.update(confidences, accepted)
         if drafted:
             step.draft_probs = probs_of(draft_logits, drafted, temperature, top_p)
             step.target_probs = probs_of(target_logits[:-1], drafted, temperature, top_p)
