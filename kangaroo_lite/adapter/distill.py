@@ -21,7 +21,7 @@ from transformers.masking_utils import create_causal_mask
 from ..core.checks import check_positive
 from .features import FeatureExample, FeatureShards
 from .model import KangarooAdapter
-from .training import _lr_factor, optimise
+from .training import _lr_factor, optimise, process_share
 
 
 def _collate(batch: Sequence[FeatureExample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -147,7 +147,7 @@ def train_adapter_on_features(
     train_data = [examples[i] for i in order[held_out:]]
 
     set_seed(seed)
-    accelerator = Accelerator()
+    accelerator = Accelerator(step_scheduler_with_optimizer=False)  # the schedule counts global steps
     adapter = adapter if adapter is not None else KangarooAdapter.from_target(target, features.exit_layer)
     if adapter.exit_layer != features.exit_layer:
         raise ValueError(f"adapter exits after layer {adapter.exit_layer}, the features after {features.exit_layer}")
@@ -176,7 +176,7 @@ def train_adapter_on_features(
     def batch_loss(batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         exited, mask, topk_ids, topk_logits = batch
         log_q = head.log_probs(_adapter_states(model, target, exited)[mask])
-        return soft_label_loss(log_q, *head.targets(topk_ids, topk_logits))
+        return soft_label_loss(log_q, *head.targets(topk_ids, topk_logits)) * process_share(accelerator, len(log_q))
 
     optimise(model, loader, batch_loss, steps, accelerator, optimizer, scheduler, clip, eval_every, log, history, bar)
     bar.close()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +19,8 @@ from transformers.masking_utils import create_causal_mask
 
 from ..core.checks import check_positive
 from ..models.corpus import ASSISTANT, Example, format_example
-from .model import DRAFT_VOCAB, KangarooAdapter, check_exit_layer, check_target
+from .checkpoint import digest, read_checkpoint, save_checkpoint
+from .model import DRAFT_VOCAB, KangarooAdapter, check_exit_layer, check_target, target_fingerprint
 from .vocab import draft_vocab_of, spread_to_vocab
 
 
@@ -184,20 +187,32 @@ def _lr_factor(step: int, steps: int, warmup: int) -> float:
 
 def optimise(model: nn.Module, loader: Iterable, batch_loss: Callable[[Any], torch.Tensor], steps: int,
              accelerator: Accelerator, optimizer: torch.optim.Optimizer, scheduler: Any, clip: float, eval_every: int,
-             log: Callable[[int, list[float]], None], history: list[dict], bar: tqdm) -> None:
-    """The loop both adapter trainers share: `steps` optimiser steps over `loader` (again and again),
-    gradient values clipped at `clip`; `log(step, train losses)` every `eval_every` steps and at the end."""
-    losses: list[float] = []
-    step = 0
+             log: Callable[[int, list[float]], None], history: list[dict], bar: tqdm, *, start: int = 0,
+             losses: Sequence[float] = (), checkpoint_every: int = 0,
+             checkpoint: Callable[[int, list[float]], None] | None = None) -> None:
+    """The loop both adapter trainers share: optimiser steps `start + 1` … `steps` over `loader` (again and again),
+    gradient values clipped at `clip`; `log(step, train losses)` every `eval_every` steps and at the end.
+
+    A step's train loss is its mean over all processes (every process runs this loop, so the
+    reduce is collective). `checkpoint(step, losses not yet logged)` runs every `checkpoint_every`
+    steps before the last. A run resumed at `start` sees the batches an uninterrupted one would:
+    it replays the shuffles of the epochs already done, then skips the batches of this one already seen.
+    """
+    losses = list(losses)
+    step = start
+    epochs_done, seen = divmod(start, len(loader))
+    for _ in range(epochs_done):  # each epoch draws its shuffle from the loader's generator: draw them again
+        for _ in loader:
+            pass
     while step < steps:
-        for batch in loader:
+        for batch in accelerator.skip_first_batches(loader, seen) if seen else loader:
             loss = batch_loss(batch)
             accelerator.backward(loss)
             accelerator.clip_grad_value_(model.parameters(), clip)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
-            losses.append(loss.item())
+            losses.append(accelerator.reduce(loss.detach(), "mean").item())
             step += 1
             bar.update(1)
             if step % eval_every == 0 or step == steps:
@@ -206,6 +221,21 @@ def optimise(model: nn.Module, loader: Iterable, batch_loss: Callable[[Any], tor
                 bar.set_postfix(top1=f"{history[-1]['top1']:.3f}", acceptance=f"{history[-1]['acceptance']:.3f}")
             if step == steps:
                 return
+            if checkpoint is not None and checkpoint_every and step % checkpoint_every == 0:
+                checkpoint(step, losses)
+        seen = 0
+
+
+def process_share(accelerator: Accelerator, positions: int) -> float:
+    """This process's weight for its mean loss over `positions` positions: its share of all processes' positions.
+
+    DDP averages the processes' gradients; weighing each process's mean by this makes that average
+    the mean over the global batch (a factor 1 on one process).
+    """
+    if accelerator.num_processes == 1:
+        return 1.0
+    local = torch.tensor(float(positions), device=accelerator.device)
+    return positions * accelerator.num_processes / accelerator.reduce(local, "sum").item()
 
 
 def train_adapter(
@@ -227,6 +257,9 @@ def train_adapter(
     weight_decay: float = 0.0,
     callback: Callable[[dict], None] | None = None,
     draft_vocab_size: int | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 0,
+    resume: bool = False,
 ) -> tuple[KangarooAdapter, list[dict]]:
     """Train a Kangaroo adapter on the frozen target's own next-token distributions.
 
@@ -239,6 +272,12 @@ def train_adapter(
     the history and passed to `callback` (e.g. a live plot). With `draft_vocab_size`, the
     trained adapter drafts only over that many of the training replies' most frequent tokens
     (see `set_draft_vocab`); without, it keeps the draft vocabulary it had (none for a fresh one).
+
+    Under `accelerate launch` each process trains on its share of every batch (`batch_size`
+    examples each) and the loss is the mean over all the processes' reply positions, so N
+    processes train as one with N × `batch_size` would; `train_loss` is the mean over processes.
+    With `checkpoint_every`, the state is saved to the folder `checkpoint` every that many steps;
+    `resume=True` continues from it, after checking that the run's configuration is the same.
     """
     check_target(target)
     check_exit_layer(target, exit_layer)
@@ -247,6 +286,10 @@ def train_adapter(
     check_positive("eval_every", eval_every)
     if draft_vocab_size is not None:
         check_positive("draft_vocab_size", draft_vocab_size)
+    if checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every must be >= 0 (0: never), got {checkpoint_every!r}")
+    if (checkpoint_every or resume) and checkpoint is None:
+        raise ValueError("checkpoint_every and resume need a checkpoint folder")
     if adapter is not None:
         adapter.check_matches(target)
         if adapter.exit_layer != exit_layer:
@@ -260,8 +303,23 @@ def train_adapter(
     pad_id = _pad_id(tokenizer)
 
     set_seed(seed)
-    accelerator = Accelerator()
+    # The schedule counts optimiser steps (one global batch each): Accelerate would otherwise step it once
+    # per process per step, as if each process's batch were a step of its own.
+    accelerator = Accelerator(step_scheduler_with_optimizer=False)
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != accelerator.num_processes:  # e.g. torchrun on CPUs without ACCELERATE_USE_CPU=1
+        raise ValueError(f"{launched} processes were launched but Accelerate joins {accelerator.num_processes}: "
+                         "each would train alone (on CPUs, launch with ACCELERATE_USE_CPU=1)")
     target.to(accelerator.device)
+    # What a resumed run must share with the one that saved the checkpoint.
+    run = dict(steps=steps, batch_size=batch_size, num_processes=accelerator.num_processes, lr=lr, warmup=warmup,
+               seed=seed, held_out=held_out, eval_every=eval_every, max_length=max_length, clip=clip,
+               weight_decay=weight_decay, exit_layer=exit_layer, draft_vocab_size=draft_vocab_size,
+               target=digest([torch.tensor(target_fingerprint(target))]),
+               data=digest(tensor for example in data for tensor in example),
+               init=None if adapter is None else digest(adapter.state_dict().values()))
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    resumed = read_checkpoint(checkpoint, run) if resume else dict(step=0, history=[], losses=[])
     adapter = adapter if adapter is not None else KangarooAdapter.from_target(target, exit_layer)
     adapter.to(accelerator.device).train()
     optimizer = torch.optim.AdamW(adapter.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=weight_decay)
@@ -274,13 +332,16 @@ def train_adapter(
         collate_fn=lambda b: _collate(b, pad_id),
         generator=torch.Generator().manual_seed(seed),
     )
+    # Accelerate shards the loader's batches across processes and wraps the adapter in DDP (gradients averaged).
     model, optimizer, loader, scheduler = accelerator.prepare(adapter, optimizer, loader, scheduler)
+    if resume:
+        accelerator.load_state(str(checkpoint))
 
     # Freeze the target for the run: gradients flow *through* its head into the adapter only.
     frozen = [(p, p.requires_grad) for p in target.parameters()]
     for p, _ in frozen:
         p.requires_grad_(False)
-    history: list[dict] = []
+    history: list[dict] = list(resumed["history"])
 
     def log(step: int, losses: list[float]) -> None:
         adapter.eval()
@@ -295,17 +356,26 @@ def train_adapter(
         if callback is not None:
             callback(record)
 
+    def batch_loss(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        draft_logits, target_logits = _draft_and_target_logits(target, model, exit_layer, *batch)
+        return _soft_cross_entropy(draft_logits, target_logits) * process_share(accelerator, len(target_logits))
+
+    def save(step: int, losses: list[float]) -> None:
+        save_checkpoint(accelerator, checkpoint, dict(config=run, step=step, history=history, losses=losses))
+
     try:
-        log(0, [])
+        if not resume:
+            log(0, [])
         bar = tqdm(
             total=steps,
+            initial=resumed["step"],
             desc=f"adapter (exit {exit_layer})",
             unit="step",
             disable=not progress or not accelerator.is_local_main_process,
         )
-        optimise(model, loader, lambda batch: _soft_cross_entropy(*_draft_and_target_logits(target, model, exit_layer,
-                                                                                             *batch)),
-                 steps, accelerator, optimizer, scheduler, clip, eval_every, log, history, bar)
+        optimise(model, loader, batch_loss, steps, accelerator, optimizer, scheduler, clip, eval_every, log, history,
+                 bar, start=resumed["step"], losses=resumed["losses"], checkpoint_every=checkpoint_every,
+                 checkpoint=save)
         bar.close()
     finally:
         for p, requires_grad in frozen:

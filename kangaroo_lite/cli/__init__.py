@@ -19,6 +19,7 @@ from .train import (
     cmd_train_adapter,
     cmd_train_adapter_on_features,
     cmd_train_model,
+    cmd_write_prompts,
 )
 
 
@@ -78,7 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.add_argument("--seed", type=int, default=0)
     adapt.add_argument("--draft-vocab-size", type=int, default=1024,
                        help="draft only over this many of the replies' most frequent tokens (0: the whole vocabulary)")
-    adapt.add_argument("--force", action="store_true", help="overwrite an existing adapter")
+    adapt.add_argument("--held-out", type=int, default=300, help="examples kept out of training and evaluated")
+    adapt.add_argument("--eval-every", type=int, default=200, help="evaluate (and log) every N steps")
+    adapt.add_argument("--checkpoint-every", type=int, default=0,
+                       help="save a resumable checkpoint to OUT/checkpoint every N steps (0: never)")
+    adapt.add_argument("--resume", action="store_true",
+                       help="continue the run whose checkpoint is in OUT/checkpoint (the same configuration)")
+    adapt.add_argument("--force", action="store_true",
+                       help="overwrite an existing adapter (or start afresh over an unfinished run's checkpoint)")
     adapt.set_defaults(func=cmd_train_adapter)
 
     replies = sub.add_parser("distill-replies", help="the target's replies to the distillation prompts")
@@ -91,9 +99,20 @@ def build_parser() -> argparse.ArgumentParser:
     replies.add_argument("--threads", type=int, default=2)
     replies.set_defaults(func=cmd_distill_replies)
 
+    writing = sub.add_parser("write-prompts", help="distillation prompts whose material the target writes itself")
+    writing.add_argument("--model", default="smollm2", choices=["smollm2"])
+    writing.add_argument("--out", required=True, help="a JSON-lines file (appended to: the run resumes)")
+    writing.add_argument("--per-subtask", type=int, default=200)
+    writing.add_argument("--seed", type=int, default=0)
+    writing.add_argument("--max-new-tokens", type=int, default=120)
+    writing.add_argument("--temperature", type=float, default=0.9)
+    writing.add_argument("--batch-size", type=int, default=16)
+    writing.add_argument("--threads", type=int, default=2)
+    writing.set_defaults(func=cmd_write_prompts)
+
     features = sub.add_parser("precompute-features", help="the target's exited states and top-k logits, in shards")
     features.add_argument("--model", default="smollm2", choices=["smollm2"])
-    features.add_argument("--replies", required=True)
+    features.add_argument("--replies", required=True, nargs="+", help="one or more replies files, in order")
     features.add_argument("--out", required=True)
     features.add_argument("--exit-layers", type=int, nargs="+", default=[2])
     features.add_argument("--top-k", type=int, default=32)

@@ -60,14 +60,29 @@ def cmd_train_model(args: argparse.Namespace) -> None:
     print(f"final loss {sum(losses[-20:]) / len(losses[-20:]):.4f}; saved to {out}")
 
 
+def _check_adapter_out(out: Path, resume: bool, force: bool) -> None:
+    """Without `force`, refuse to overwrite a finished adapter or start afresh over an unfinished run."""
+    if not resume and not (out / "checkpoint").is_dir():
+        refuse_overwrite(out, force)
+        return
+    finished = [p.name for p in out.iterdir() if not p.name.startswith("checkpoint")] if out.is_dir() else []
+    if finished and not force:
+        raise SystemExit(f"{out} already exists ({', '.join(sorted(finished))}); pass --force to overwrite it")
+    if not resume and not force:
+        raise SystemExit(f"{out} holds the checkpoint of an unfinished run: pass --resume to continue it, "
+                         "or --force to start afresh")
+
+
 def cmd_train_adapter(args: argparse.Namespace) -> None:
-    """Train a Kangaroo adapter for a target on the corpus and save it."""
+    """Train a Kangaroo adapter for a target on the corpus and save it (under `accelerate launch`: on N processes)."""
+    from accelerate import PartialState
+
     from ..adapter.model import KangarooAdapter
     from ..adapter.training import train_adapter
     from ..models.loading import check_tokenizer_matches, load_model, load_tokenizer
 
     out = Path(args.out)
-    refuse_overwrite(out, args.force)
+    _check_adapter_out(out, args.resume, args.force)  # every process, before any writes (training syncs them)
     tokenizer = load_tokenizer(args.tokenizer)
     target = load_model(args.target)
     check_tokenizer_matches(tokenizer, target)
@@ -77,16 +92,22 @@ def cmd_train_adapter(args: argparse.Namespace) -> None:
     corpus = training_corpus(args.examples, seed=args.seed + 1000, mixture=MIXTURES[args.mixture])
     adapter, history = train_adapter(target, tokenizer, corpus, exit_layer, steps=args.steps, adapter=init,
                                      batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, seed=args.seed,
-                                     held_out=300, eval_every=200, draft_vocab_size=args.draft_vocab_size or None)
+                                     held_out=args.held_out, eval_every=args.eval_every,
+                                     draft_vocab_size=args.draft_vocab_size or None, checkpoint=out / "checkpoint",
+                                     checkpoint_every=args.checkpoint_every, resume=args.resume)
     if not args.draft_vocab_size:  # 0: the whole vocabulary, even where --init had a draft vocabulary
         adapter.set_draft_vocab(None)
-    adapter.save_pretrained(out)
-    (out / "training.json").write_text(json.dumps(history, indent=1))
-    last = history[-1]
-    vocab = "the whole vocabulary" if adapter.draft_vocab is None else f"{len(adapter.draft_vocab):,} tokens"
-    print(f"adapter: {adapter.num_parameters():,} parameters ({100 * adapter.fraction_of(target):.1f}% of the "
-          f"target); held-out loss {last['held_out_loss']:.3f}, top-1 {last['top1']:.3f}, "
-          f"expected acceptance {last['acceptance']:.3f}; drafts over {vocab}; saved to {out}")
+    state = PartialState()  # the processes `accelerate launch` started (after `Accelerator()`, which sets it up)
+    if state.is_main_process:  # every process holds the same adapter: one writes it
+        adapter.save_pretrained(out)
+        (out / "training.json").write_text(json.dumps(history, indent=1))
+        last = history[-1]
+        vocab = "the whole vocabulary" if adapter.draft_vocab is None else f"{len(adapter.draft_vocab):,} tokens"
+        print(f"adapter: {adapter.num_parameters():,} parameters ({100 * adapter.fraction_of(target):.1f}% of the "
+              f"target); held-out loss {last['held_out_loss']:.3f}, top-1 {last['top1']:.3f}, "
+              f"expected acceptance {last['acceptance']:.3f}; drafts over {vocab}"
+              f"{f' ({state.num_processes} processes)' if state.num_processes > 1 else ''}; saved to {out}")
+    state.wait_for_everyone()  # no process returns before the adapter is complete
 
 
 def _target_and_tokenizer(model: str):
@@ -115,6 +136,21 @@ def cmd_distill_replies(args: argparse.Namespace) -> None:
     print(f"replies in {path}")
 
 
+def cmd_write_prompts(args: argparse.Namespace) -> None:
+    """Prompts whose material (questions, problems, articles, paragraphs) the target writes (resumable)."""
+    import torch
+
+    from ..adapter.written_prompts import write_prompts
+
+    torch.set_num_threads(args.threads)
+    tokenizer, target = _target_and_tokenizer(args.model)
+    report = write_prompts(target, tokenizer, args.out, args.per_subtask, args.seed, args.max_new_tokens,
+                           args.temperature, args.batch_size)
+    unusable = report["unusable"]
+    print(f"{report['written']} prompts appended to {args.out}; {len(unusable)} unusable (too short)"
+          + (f": {', '.join(unusable[:10])}{' …' if len(unusable) > 10 else ''}" if unusable else ""))
+
+
 def cmd_precompute_features(args: argparse.Namespace) -> None:
     """The target's exited states and top-k next-token logits on the replies, in shards."""
     import torch
@@ -124,7 +160,7 @@ def cmd_precompute_features(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     _, target = _target_and_tokenizer(args.model)
-    examples = reply_examples(read_replies(args.replies))
+    examples = reply_examples([record for path in args.replies for record in read_replies(path)])
     out = precompute_features(target, examples, args.out, args.exit_layers, top_k=args.top_k,
                               batch_size=args.batch_size)
     manifest = json.loads((out / "manifest.json").read_text())
