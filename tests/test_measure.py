@@ -3,7 +3,12 @@
 import pytest
 import torch
 
-from kangaroo_lite.bench.cost_model import expected_speedup, expected_tokens_per_step
+from kangaroo_lite.bench.cost_model import (
+    FREE_VERIFICATION,
+    best_expected_speedup,
+    expected_speedup,
+    expected_tokens_per_step,
+)
 from kangaroo_lite.bench.measure import interleaved, speedups
 from kangaroo_lite.core.result import DecodingResult
 
@@ -50,3 +55,14 @@ def test_expected_speedup_formula():
     assert expected_speedup(0.5, 2, 0.25) == pytest.approx(1.75 / 1.5)
     with pytest.raises(ValueError, match="alpha"):
         expected_speedup(1.5, 2, 0.1)
+
+
+def test_a_costly_verification_pass_shortens_the_best_draft_and_caps_the_speedup():
+    cpu = {1: 1.0, 2: 1.48, 4: 1.77, 7: 2.03, 10: 2.09, 16: 2.39}  # SmolLM2 on a 2-core CPU (issue 14)
+    gamma_free, free = best_expected_speedup(0.6, 0.05, FREE_VERIFICATION)
+    gamma_cpu, cpu_speedup = best_expected_speedup(0.6, 0.05, cpu)
+    assert gamma_cpu < gamma_free and cpu_speedup < free
+    assert free == pytest.approx(expected_speedup(0.6, gamma_free, 0.05))
+    assert best_expected_speedup(0.2, 0.05, cpu)[1] < 1  # a weak drafter cannot pay for the pass here
+    with pytest.raises(ValueError, match="max_gamma"):
+        best_expected_speedup(0.5, 0.1, cpu, max_gamma=0)

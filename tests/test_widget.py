@@ -202,6 +202,9 @@ def test_summarize_and_stats_html():
     (tag,) = [t for t in parse(stats_html(dict(threshold=0.25, **stats))) if t.get("class") == "kl-stats"]
     assert tag["data-threshold"] == "0.25" and tag["data-speedup"] == "2.000" and tag["data-identical"] == "true"
     assert float(tag["data-mean-accepted"]) == pytest.approx(result.mean_accepted, abs=1e-3)
+    exits = run(1.0)  # every round stops at the threshold: the line counts them against every round
+    line = stats_html(dict(threshold=1.0, **summarize(exits, baseline, 0.1, 0.2)))
+    assert f"threshold exits {len(exits.steps)} of {len(exits.steps)} rounds" in line
 
 
 def test_app_figure_shows_acceptance_by_position():

@@ -37,6 +37,20 @@ def expected_speedup(alpha: float, gamma: float, cost_ratio: float, verify_cost:
     return expected_tokens_per_step(alpha, gamma) / (gamma * cost_ratio + verify_cost)
 
 
+FREE_VERIFICATION = {1: 1.0, 16: 1.0}
+"""A cost curve where a pass over up to 16 tokens costs what a pass over one does: an assumption
+for a small model on a GPU (memory-bound decoding), not a measurement."""
+
+
+def best_expected_speedup(alpha: float, cost_ratio: float, curve: dict[int, float],
+                          max_gamma: int = 15) -> tuple[int, float]:
+    """The draft length γ ≤ `max_gamma` with the highest expected speedup under `curve`, and that speedup."""
+    if max_gamma < 1:
+        raise ValueError(f"max_gamma must be >= 1, got {max_gamma!r}")
+    return max(((g, expected_speedup(alpha, g, cost_ratio, relative_cost(curve, g + 1)))
+                for g in range(1, max_gamma + 1)), key=lambda pair: pair[1])
+
+
 def cost_ratio(target: PreTrainedModel, draft: PreTrainedModel, prompt_ids: torch.Tensor) -> float:
     """c = latency of one draft forward step / latency of one target forward step (1 token each)."""
     return forward_latency_ms(draft, prompt_ids, [1])[1] / forward_latency_ms(target, prompt_ids, [1])[1]

@@ -155,6 +155,8 @@ class KangarooApp(widgets.VBox):
             continuous_update=False,
             style=wide,
         )
+        # Without a trainer, only the bank's exit layers can be shown: a single one fixes the slider.
+        self.exit_layer.disabled = bank.trainer is None and len(bank.layers) <= 1
         self.prompt = widgets.Dropdown(
             options=list(prompts), value=prompt or next(iter(prompts)), description="prompt", style=wide
         )

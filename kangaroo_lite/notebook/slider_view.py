@@ -259,7 +259,7 @@ def stats_html(stats: dict[str, Any]) -> str:
         f"#MAT <b>{stats['mean_accepted']:.2f}</b> tokens per target pass · "
         f"acceptance α <b>{stats['acceptance_rate']:.2f}</b> · "
         f"mean draft length <b>{stats['mean_draft_length']:.2f}</b> · "
-        f"threshold exits {stats['threshold_exits']} of {stats['rounds'] - 1} rounds · {same}"
+        f"threshold exits {stats['threshold_exits']} of {stats['rounds']} rounds · {same}"
     )
     return f'<div class="kl-stats" {" ".join(attributes)} style="margin:4px 0">{line}</div>'
 

@@ -1,5 +1,9 @@
 """Notebook 03 as a user meets it: JupyterLab in headless chromium, Run All Cells, the threshold slider.
 
+It runs twice: as committed (the embedded tiny models) and with `model = "smollm2"` (SmolLM2-135M on
+real Spec-Bench questions, where drafts are often rejected), the parameter injected by papermill into
+a copy under results/ui/ — never into the committed notebook.
+
 The test reads the widget's rendered DOM, whose contract is: every token span carries `data-fate`
 (accepted, rejected, correction, bonus or target), every drafting round a `data-draft-length`, the
 statistics sit in a `.kl-stats` element with data-attributes, and the slider's description contains
@@ -25,12 +29,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 NOTEBOOK = "notebooks/03_dual_early_exit.ipynb"
 FATES = {"accepted", "rejected", "correction", "bonus", "target"}
-README_SHOT = REPO / "docs" / "img" / "threshold_slider.png"
-# The shipped adapter is sure or unsure of nearly every draft, so 0 (never stop early) against 0.9
-# is a change of the draft loop a user sees on the first prompt.
+README_SHOTS = {"tiny": REPO / "docs" / "img" / "threshold_slider.png",
+                "smollm2": REPO / "docs" / "img" / "threshold_slider_smollm2.png"}
+# 0 (never stop early) against 0.9 (stop after nearly every draft) is a change of the draft loop a
+# user sees on the first prompt, with either model.
 LOW, HIGH = 0.0, 0.9
 KERNEL_START_S = 120
-RUN_ALL_S = 600  # the first run of notebook 03 on 2 CPU cores loads and runs the embedded models
+RUN_ALL_S = 600  # the first run of notebook 03 on 2 CPU cores loads and runs the models (SmolLM2: ~4 min)
 REDRAW_S = 180
 MS = 1000
 
@@ -87,14 +92,25 @@ CELLS_JS = """
 """
 
 
-@pytest.fixture
-def notebook_03(jupyter_lab):
-    """The notebook's path; the browser test must not save it (JupyterLab's autosave is off: no outputs stored)."""
+@pytest.fixture(params=["tiny", "smollm2"])
+def notebook_03(request, jupyter_lab):
+    """(the model, the notebook's path relative to the lab root): the committed notebook for "tiny", a
+    papermill-prepared copy with `model = "smollm2"` under results/ui/ otherwise. The committed one must
+    not be saved by the test (JupyterLab's autosave is off: no outputs stored)."""
+    model = request.param
     path = jupyter_lab.root / NOTEBOOK
     if not path.exists():
         pytest.fail(f"{NOTEBOOK} does not exist", pytrace=False)
     before = path.stat().st_mtime_ns
-    yield path
+    relpath = NOTEBOOK
+    if model != "tiny":
+        import papermill
+
+        relpath = f"results/ui/03_dual_early_exit_{model}.ipynb"
+        (jupyter_lab.root / relpath).parent.mkdir(parents=True, exist_ok=True)
+        papermill.execute_notebook(str(path), str(jupyter_lab.root / relpath), parameters={"model": model},
+                                   prepare_only=True, progress_bar=False)
+    yield model, relpath
     if path.stat().st_mtime_ns != before:
         cells = json.loads(path.read_text())["cells"]
         ran = [c for c in cells if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))]
@@ -199,16 +215,23 @@ def _set_threshold(page, slider, value: float) -> None:
 
 
 def test_threshold_slider_changes_tokens_and_chart(jupyter_lab, offline_page, notebook_03, ui_results_dir):
+    model, relpath = notebook_03
     page = offline_page.page
     page.set_default_timeout(60 * MS)
-    page.goto(jupyter_lab.lab_url(NOTEBOOK))
+    page.goto(jupyter_lab.lab_url(relpath))
     page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=120 * MS)
     page.evaluate("() => window.jupyterapp.shell.collapseLeft()")  # room for the widget (and the screenshot)
     _wait_kernel_idle(page, KERNEL_START_S)
 
     # the kernel is the venv's python: the default python3 kernelspec launched by this venv's JupyterLab
-    sessions = [s for s in jupyter_lab.api("sessions") if s["path"].endswith(NOTEBOOK)]
-    assert sessions, "JupyterLab started no kernel session for the notebook"
+    deadline = time.monotonic() + KERNEL_START_S  # the session list can lag behind the kernel's status
+    while True:
+        all_sessions = jupyter_lab.api("sessions")
+        sessions = [s for s in all_sessions if s["path"].endswith(relpath)]
+        if sessions or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert sessions, f"JupyterLab started no kernel session for {relpath}: {[s['path'] for s in all_sessions]}"
     kernel = sessions[0]["kernel"]
     assert kernel["name"] == jupyter_lab.api("kernelspecs")["default"] == "python3"
     argv = jupyter_lab.kernel_argv(kernel["id"])
@@ -229,15 +252,15 @@ def test_threshold_slider_changes_tokens_and_chart(jupyter_lab, offline_page, no
 
     _set_threshold(page, slider, LOW)
     low = _settle(page, slider, LOW, REDRAW_S)
-    widget_area.screenshot(path=ui_results_dir / f"slider_{LOW}.png")
+    widget_area.screenshot(path=ui_results_dir / f"slider_{model}_{LOW}.png")
 
     _set_threshold(page, slider, HIGH)
     _wait_changed(slider, low, REDRAW_S)
     high = _settle(page, slider, HIGH, REDRAW_S)
-    widget_area.screenshot(path=ui_results_dir / f"slider_{HIGH}.png")
-    if os.environ.get("KL_UPDATE_SCREENSHOT"):  # refresh the README's picture only when asked
-        README_SHOT.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(ui_results_dir / f"slider_{HIGH}.png", README_SHOT)
+    widget_area.screenshot(path=ui_results_dir / f"slider_{model}_{HIGH}.png")
+    if os.environ.get("KL_UPDATE_SCREENSHOT"):  # refresh the README's pictures only when asked
+        README_SHOTS[model].parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ui_results_dir / f"slider_{model}_{HIGH}.png", README_SHOTS[model])
 
     for name, snap in ((LOW, low), (HIGH, high)):
         assert snap["tokens"] > 0, f"no token spans with data-fate at threshold {name}"
