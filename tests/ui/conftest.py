@@ -170,7 +170,10 @@ class JupyterLab:
     log_path: Path
 
     def lab_url(self, relpath: str) -> str:
-        return f"{self.base_url}/lab/tree/{quote(relpath)}?token={self.token}"
+        """The notebook in a workspace of its own, reset: a second page must not restore the first page's
+        notebook (JupyterLab saves the open documents of its default workspace on the server)."""
+        workspace = quote(Path(relpath).stem, safe="")
+        return f"{self.base_url}/lab/workspaces/{workspace}/tree/{quote(relpath)}?reset&token={self.token}"
 
     def api(self, path: str, method: str = "GET", timeout: float = 10):
         request = urllib.request.Request(
