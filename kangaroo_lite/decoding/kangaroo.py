@@ -192,14 +192,12 @@ def _draft(
     """Draft up to `budget` tokens after `last` (1, 1) at `position`.
 
     Returns the drafted ids, their draft distributions (k, V; None when greedy) and logits (k, V), the confidences,
-    the exited states of [last, drafts but the last] (1, k, h): the last draft's are computed only if it is kept
-    for verification (`_exit_last_draft`), and what stopped it early (EOS, THRESHOLD or None).
+    the exited states of the tokens drafted from, [last, drafts but the last] (a list of (1, 1, h); the last
+    draft's are computed only if it is kept: `_exit_newest`), and what stopped it early (EOS, THRESHOLD or None).
     """
     drafted, rows, dists, confidences, exited = [], [], [], [], []
     token, stop = last, None
-    for i in range(budget + 1):
-        if i == budget or stop:
-            break
+    for i in range(budget):
         hidden, rope = model.shallow(token, position + i)  # every draft needs its shallow KV for verification
         exited.append(hidden)
         row = model.draft(hidden, rope, position + i)
@@ -215,23 +213,25 @@ def _draft(
         confidences.append(float(confidence))
         if drafted[-1] == eos:  # nothing follows the end of the text: drafting on would be wasted
             stop = EOS
-        elif confidences[-1] < threshold:
+            break
+        if confidences[-1] < threshold:
             stop = THRESHOLD
+            break
         token = choice.view(1, 1)
-    if not drafted:  # no draft budget: the last token's shallow pass, for verification
-        hidden, _ = model.shallow(last, position)
-        model.defer(hidden)
-        exited.append(hidden)
     logits = torch.stack(rows) if rows else None
     q = torch.stack(dists) if dists else None  # None when greedy: verification matches argmaxes
-    return drafted, q, logits, confidences, torch.cat(exited, dim=1), stop
+    return drafted, q, logits, confidences, exited, stop
 
 
-def _exit_last_draft(model: SelfDraft, exited: torch.Tensor, drafted: list[int], position: int) -> torch.Tensor:
-    """The exited states of [last, drafts] for verification: the last draft's shallow pass, now that it is kept."""
-    hidden, _ = model.shallow(torch.tensor([drafted[-1:]], device=exited.device), position + len(drafted))
-    model.defer(hidden)  # the adapter reads it next round if it is accepted
-    return torch.cat([exited, hidden], dim=1)
+def _exit_newest(model: SelfDraft, last: torch.Tensor, drafted: list[int], position: int) -> torch.Tensor:
+    """The shallow pass of the newest token to verify (the last kept draft, else `last`) at `position` + its index.
+
+    The adapter reads its state next round, if it is accepted.
+    """
+    newest = torch.tensor([drafted[-1:]], device=last.device) if drafted else last
+    hidden, _ = model.shallow(newest, position + len(drafted))
+    model.defer(hidden)
+    return hidden
 
 
 @torch.inference_mode()
@@ -296,11 +296,12 @@ def kangaroo(
         if cost_curve is not None and drafted:
             keep = best_draft_length(calibration.corrected(confidences), cost_curve)
             if keep < len(drafted):  # the rest are not worth verifying; rollback forgets their states
-                drafted, confidences, exited, stop = drafted[:keep], confidences[:keep], exited[:, : keep + 1], COST
+                drafted, confidences, exited, stop = drafted[:keep], confidences[:keep], exited[: keep + 1], COST
                 draft_logits = draft_logits[:keep]
                 q = None if q is None else q[:keep]
-        if len(drafted) == exited.shape[1]:
-            exited = _exit_last_draft(model, exited, drafted, context - 1)
+        if len(exited) == len(drafted):  # the newest token to verify has not run the shallow layers yet
+            exited = [*exited, _exit_newest(model, sequence[:, -1:], drafted, context - 1)]
+        exited = torch.cat(exited, dim=1)
         # Verify: the deep layers read [last token, drafts] once, from their exited states (in the
         # first round after the rest of the prompt).
         if unread is not None:
