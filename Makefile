@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEVICE ?= cpu
+# Two workers, a test file (or notebook) each at a time, one thread apiece: the 2-core machine is kept busy
+# without oversubscription. The slowest tests are listed after every run.
+PYTEST := OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 --dist loadfile --durations=12
 
 .PHONY: demo test test-ui lab bench bench-quick bench-smollm2 sweep eval train-models train-adapter \
 	train-adapter-smollm2 lint clean
@@ -23,8 +26,8 @@ demo: $(STAMP)  ## one prompt per subtask through every method, on the embedded 
 test: $(STAMP)  ## the whole suite: lint, unit and browser tests, notebooks under nbval
 	$(BIN)/ruff check .
 	bash scripts/install_chromium.sh
-	$(BIN)/pytest -q tests
-	$(BIN)/pytest -q --nbval-lax notebooks/
+	$(PYTEST) tests
+	$(PYTEST) --nbval-lax notebooks/
 
 test-ui: $(STAMP)  ## the browser tests alone: JupyterLab + the threshold slider, the HTML report
 	bash scripts/install_chromium.sh

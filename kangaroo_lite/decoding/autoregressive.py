@@ -26,8 +26,9 @@ def autoregressive(model: PreTrainedModel, input_ids: torch.Tensor, max_new_toke
     cache = DynamicCache(config=model.config) if use_cache else None
     sequence, fresh = ids, ids
     while not recorder.done:
-        logits = model(input_ids=fresh if use_cache else sequence, cache=cache,
-                       use_cache=use_cache).logits[0, -1]
+        # Only the last position's logits are needed: the LM head skips the rest of the prompt.
+        logits = model(input_ids=fresh if use_cache else sequence, cache=cache, use_cache=use_cache,
+                       logits_to_keep=1).logits[0, -1]
         token = next_token(logits, temperature, top_p, generator)
         recorder.record(Step(emitted=[token]))
         fresh = torch.tensor([[token]], device=ids.device)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from filelock import FileLock
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
@@ -82,11 +83,21 @@ def convert_smollm2(out_dir: str | Path | None = None, gguf_path: str | Path | N
     """Dequantize the GGUF into a plain fp32 checkpoint at `out_dir` (default: the cache); returns the folder.
 
     A complete checkpoint already there is kept. The checkpoint is written beside it first and
-    renamed into place, so an interrupted conversion never leaves half a folder.
+    renamed into place, so an interrupted conversion never leaves half a folder; a lock file beside
+    it makes processes that start together (test workers, notebook kernels) convert once.
     """
     out = Path(out_dir).expanduser() if out_dir is not None else default_model_dir()
     if is_converted(out):
         return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(out.with_name(f".{out.name}.lock")):
+        if is_converted(out):  # another process converted it while this one waited
+            return out
+        return _convert(out, gguf_path, progress)
+
+
+def _convert(out: Path, gguf_path: str | Path | None, progress: bool) -> Path:
+    """The conversion itself, run under the lock."""
     gguf = Path(gguf_path) if gguf_path is not None else find_gguf()
     if not gguf.is_file():
         raise FileNotFoundError(f"GGUF file not found: {gguf}")
@@ -113,7 +124,6 @@ def convert_smollm2(out_dir: str | Path | None = None, gguf_path: str | Path | N
     (tmp / SOURCE_FILE).write_text(json.dumps({"gguf_file": gguf.name, "transformers": transformers.__version__,
                                                "dtype": "float32"}, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp.rename(out)
     _say(progress, f"converted in {time.perf_counter() - start:.0f} s: {out}")
     return out

@@ -34,6 +34,8 @@ README_SHOTS = {"tiny": REPO / "docs" / "img" / "threshold_slider.png",
 # 0 (never stop early) against 0.9 (stop after nearly every draft) is a change of the draft loop a
 # user sees on the first prompt, with either model.
 LOW, HIGH = 0.0, 0.9
+# The real-model copy sweeps two thresholds on one prompt: the slider app below it is what is tested here.
+LIGHT_SWEEP = {"sweep_thresholds": [0.0, 0.6], "num_prompts": 1}
 KERNEL_START_S = 120
 RUN_ALL_S = 600  # the first run of notebook 03 on 2 CPU cores loads and runs the models (SmolLM2: ~4 min)
 REDRAW_S = 180
@@ -108,8 +110,8 @@ def notebook_03(request, jupyter_lab):
 
         relpath = f"results/ui/03_dual_early_exit_{model}.ipynb"
         (jupyter_lab.root / relpath).parent.mkdir(parents=True, exist_ok=True)
-        papermill.execute_notebook(str(path), str(jupyter_lab.root / relpath), parameters={"model": model},
-                                   prepare_only=True, progress_bar=False)
+        papermill.execute_notebook(str(path), str(jupyter_lab.root / relpath),
+                                   parameters={"model": model, **LIGHT_SWEEP}, prepare_only=True, progress_bar=False)
     yield model, relpath
     if path.stat().st_mtime_ns != before:
         cells = json.loads(path.read_text())["cells"]
