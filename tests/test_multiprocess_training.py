@@ -4,21 +4,17 @@ and a run resumed from its checkpoint ends with the adapter of an uninterrupted 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from launch import launch as _launch
 from safetensors.torch import load_file
 
 from kangaroo_lite.adapter.model import KangarooAdapter
 from kangaroo_lite.cli import main
 from kangaroo_lite.models.loading import DATA_DIR, load_model
 
-ROOT = Path(__file__).resolve().parents[1]
 # The embedded tiny target. 40 examples, 8 held out: 32 to train on, 4 global batches of 8 per epoch, so 8 steps
 # are two whole epochs (no ragged last batch, which 1 and 2 processes would fill differently), and the checkpoint
 # at step 5 lies inside the second: a resumed run replays one epoch's shuffle, then skips one batch.
@@ -31,31 +27,6 @@ ONE, TWO = ["--batch-size", "8"], ["--batch-size", "4"]  # the same global batch
 LOSS_TOLERANCE = 1e-5  # absolute, on every logged loss, agreement, acceptance and learning rate
 WEIGHT_TOLERANCE = 1e-5  # absolute, on every adapter weight
 RESUME_TOLERANCE = 1e-6  # one process both times, the same arithmetic: measured 0 (bit for bit)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _launch(args: list[str], processes: int) -> subprocess.CompletedProcess:
-    """`kangaroo-lite ARGS` in `processes` fresh processes (one thread each, CPU only)."""
-    command = [sys.executable]
-    if processes > 1:
-        # `accelerate launch --cpu --num_processes 2` starts ONE process (its CPU launcher needs mpirun); the
-        # torchrun launcher (`--multi_gpu`) starts them, and ACCELERATE_USE_CPU=1 joins them over gloo on CPUs.
-        command += ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                    "--main_process_port", str(_free_port())]
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_PORT")}
-    env.update(OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", TOKENIZERS_PARALLELISM="false",
-               CUDA_VISIBLE_DEVICES="", ACCELERATE_USE_CPU="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])))
-    proc = subprocess.run([*command, "-m", "kangaroo_lite.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
 
 
 @pytest.fixture(scope="module")

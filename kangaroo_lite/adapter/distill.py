@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 from transformers.masking_utils import create_causal_mask
 
 from ..core.checks import check_positive
-from .features import FeatureExample, FeatureShards
-from .model import KangarooAdapter
-from .training import _lr_factor, optimise, process_share
+from .checkpoint import digest, read_checkpoint, save_checkpoint
+from .features import FeatureDataset, FeatureExample, FeatureShards, target_features
+from .model import KangarooAdapter, target_fingerprint
+from .training import _lr_factor, make_accelerator, optimise, process_share
 
 
 def _collate(batch: Sequence[FeatureExample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -112,6 +113,31 @@ def evaluate_on_features(
             "positions": int(positions)}
 
 
+def _recomputing_collate(target: PreTrainedModel, exit_layer: int, top_k: int) -> Callable:
+    """A collate that runs the target over a batch of (ids, reply mask) for its features: what precomputing saves."""
+
+    def collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
+        parts = target_features(target, list(batch), [exit_layer], top_k)
+        return _collate([FeatureExample(ids, mask, exited, top_ids, top_logits) for (ids, mask), exited, top_ids,
+                         top_logits in zip(batch, parts[f"exited.{exit_layer}"], parts["topk_ids"],
+                                           parts["topk_logits"], strict=True)])
+
+    return collate
+
+
+class _Tokens(torch.utils.data.Dataset):
+    """A feature dataset's examples as (ids, reply mask) only."""
+
+    def __init__(self, features: FeatureDataset, indices: Sequence[int]):
+        self.features, self.indices = features, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.features.tokens(self.indices[index])
+
+
 def train_adapter_on_features(
     target: PreTrainedModel,
     features: FeatureShards,
@@ -127,6 +153,10 @@ def train_adapter_on_features(
     adapter: KangarooAdapter | None = None,
     progress: bool = True,
     callback: Callable[[dict], None] | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 0,
+    resume: bool = False,
+    recompute: bool = False,
 ) -> tuple[KangarooAdapter, list[dict]]:
     """Train (or continue) an adapter at the features' exit layer; returns it with its draft vocabulary and history.
 
@@ -134,32 +164,60 @@ def train_adapter_on_features(
     Hugging Face Accelerate. `held_out` examples (drawn with `seed`) are kept out of training and
     evaluated every `eval_every` steps; each record {step, train_loss, held_out_loss, top1,
     acceptance, lr} goes to the history and to `callback`.
+
+    Examples are read from the shards as batches need them (`FeatureDataset`): under `accelerate
+    launch` each process reads only its share of every global batch (`batch_size` examples each),
+    and N processes train as one with N × `batch_size` would. With `checkpoint_every`, the state is
+    saved to the folder `checkpoint`; `resume=True` continues from it after checking the run's
+    configuration is the same. `recompute=True` trains on the same batches but runs the target
+    over each batch for its features instead of reading them: the cost that precomputing saves.
     """
     for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_every", eval_every),
                         ("held_out", held_out)):
         check_positive(name, value)
-    examples = [e for e in features.examples() if e.predicts_reply.any()]
-    if len(examples) <= held_out:
-        raise ValueError(f"{len(examples)} examples with reply tokens: more than held_out={held_out} are needed")
-    order = list(range(len(examples)))
+    if checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every must be >= 0 (0: never), got {checkpoint_every!r}")
+    if (checkpoint_every or resume) and checkpoint is None:
+        raise ValueError("checkpoint_every and resume need a checkpoint folder")
+    dataset = FeatureDataset(features)
+    if len(dataset) <= held_out:
+        raise ValueError(f"{len(dataset)} examples with reply tokens: more than held_out={held_out} are needed")
+    order = list(range(len(dataset)))
     random.Random(seed).shuffle(order)
-    eval_data = [examples[i] for i in order[:held_out]]
-    train_data = [examples[i] for i in order[held_out:]]
+    eval_data = [dataset[i] for i in order[:held_out]]
+    train_indices = order[held_out:]
 
     set_seed(seed)
-    accelerator = Accelerator(step_scheduler_with_optimizer=False)  # the schedule counts global steps
+    accelerator = make_accelerator()
+    adapter_init = adapter
     adapter = adapter if adapter is not None else KangarooAdapter.from_target(target, features.exit_layer)
     if adapter.exit_layer != features.exit_layer:
         raise ValueError(f"adapter exits after layer {adapter.exit_layer}, the features after {features.exit_layer}")
     adapter.set_draft_vocab(draft_vocab)
+    # What a resumed run must share with the one that saved the checkpoint.
+    run = dict(steps=steps, batch_size=batch_size, num_processes=accelerator.num_processes, lr=lr, warmup=warmup,
+               seed=seed, held_out=held_out, eval_every=eval_every, clip=clip, exit_layer=features.exit_layer,
+               features=features.digest(), draft_vocab=digest([adapter.draft_vocab]),
+               target=digest([torch.tensor(target_fingerprint(target))]),
+               init=None if adapter_init is None else digest(adapter_init.state_dict().values()))
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    resumed = read_checkpoint(checkpoint, run) if resume else dict(step=0, history=[], losses=[])
     head = DraftVocabHead(target, adapter.draft_vocab.cpu())
     adapter.train()
     optimizer = torch.optim.AdamW(adapter.parameters(), lr=lr, betas=(0.9, 0.95))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, steps, warmup))
-    loader = torch.utils.data.DataLoader(train_data, batch_size=batch_size, shuffle=True, collate_fn=_collate,
+    if recompute:
+        train_data, collate = _Tokens(dataset, train_indices), _recomputing_collate(target, features.exit_layer,
+                                                                                     features.top_k)
+    else:
+        train_data, collate = torch.utils.data.Subset(dataset, train_indices), _collate
+    loader = torch.utils.data.DataLoader(train_data, batch_size=batch_size, shuffle=True, collate_fn=collate,
                                          generator=torch.Generator().manual_seed(seed))
+    # Accelerate hands each process its share of every global batch and wraps the adapter in DDP.
     model, optimizer, loader, scheduler = accelerator.prepare(adapter, optimizer, loader, scheduler)
-    history: list[dict] = []
+    if resume:
+        accelerator.load_state(str(checkpoint))
+    history: list[dict] = list(resumed["history"])
 
     def log(step: int, losses: list[float]) -> None:
         adapter.eval()
@@ -170,15 +228,20 @@ def train_adapter_on_features(
         if callback is not None:
             callback(record)
 
-    log(0, [])
-    bar = tqdm(total=steps, desc=f"adapter (exit {features.exit_layer})", unit="step",
-               disable=not progress or not accelerator.is_local_main_process)
     def batch_loss(batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         exited, mask, topk_ids, topk_logits = batch
         log_q = head.log_probs(_adapter_states(model, target, exited)[mask])
         return soft_label_loss(log_q, *head.targets(topk_ids, topk_logits)) * process_share(accelerator, len(log_q))
 
-    optimise(model, loader, batch_loss, steps, accelerator, optimizer, scheduler, clip, eval_every, log, history, bar)
+    def save(step: int, losses: list[float]) -> None:
+        save_checkpoint(accelerator, checkpoint, dict(config=run, step=step, history=history, losses=losses))
+
+    if not resume:
+        log(0, [])
+    bar = tqdm(total=steps, initial=resumed["step"], desc=f"adapter (exit {features.exit_layer})", unit="step",
+               disable=not progress or not accelerator.is_local_main_process)
+    optimise(model, loader, batch_loss, steps, accelerator, optimizer, scheduler, clip, eval_every, log, history, bar,
+             start=resumed["step"], losses=resumed["losses"], checkpoint_every=checkpoint_every, checkpoint=save)
     bar.close()
     adapter = accelerator.unwrap_model(model).eval()
     return adapter, history

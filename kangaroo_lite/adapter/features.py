@@ -10,7 +10,13 @@ positions whose next token is a reply token (`predicts_reply`), the exited hidde
 each requested layer (`exited.L`, float16) and, at the masked positions only, the target's
 top-k next-token ids and logits (`topk_ids`, `topk_logits`). The manifest names the target
 (shape summary and weight fingerprint), the exit layers, k, each shard's examples and a digest of
-their ids (so a run resumes safely), and the disk cost per token.
+their ids (so a run resumes safely), and the disk cost per token. Every shard also carries, in its own
+header, the target's fingerprint and the exit layers, so a shard copied in from another feature
+folder is refused, not trained on.
+
+Training reads them through `FeatureDataset`: an index of offsets in memory, and each example's
+tensors sliced from its memory-mapped shard when a batch asks for it. Under several processes
+each reads only the examples of its own share of every batch; nothing is loaded whole.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from ..core.checks import check_positive
 from .model import check_exit_layer, check_target, fingerprints_match, target_fingerprint, target_summary_of
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: each shard's header names its target and exit layers
 
 
 @dataclass
@@ -70,6 +76,12 @@ def target_features(
         parts["topk_ids"].append(indices.int().cpu())
         parts["topk_logits"].append(values.half().cpu())
     return parts
+
+
+def _shard_metadata(header: dict) -> dict[str, str]:
+    """What a shard's own header records: the format, the target's fingerprint, the exit layers."""
+    return {"format_version": str(header["format_version"]), "target_fingerprint": json.dumps(
+        header["target_fingerprint"]), "exit_layers": json.dumps(header["exit_layers"])}
 
 
 def _ids_digest(chunk: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> str:
@@ -148,7 +160,7 @@ def precompute_features(
         tensors["ids"] = torch.cat([ids for ids, _ in chunk]).int()
         tensors["lengths"] = torch.tensor([len(ids) for ids, _ in chunk], dtype=torch.int32)
         tensors["predicts_reply"] = torch.cat([mask for _, mask in chunk]).bool()
-        save_file(tensors, out / _shard_name(index))
+        save_file(tensors, out / _shard_name(index), metadata=_shard_metadata(header))
         shards.append({"file": _shard_name(index), "examples": len(chunk), "tokens": int(tensors["lengths"].sum()),
                        "digest": _ids_digest(chunk)})
         _write_manifest(out, header, examples_per_shard, shards)
@@ -180,7 +192,33 @@ class FeatureShards:
         missing = [s["file"] for s in self.manifest["shards"] if not (self.directory / s["file"]).is_file()]
         if missing:
             raise FileNotFoundError(f"{self.directory} lacks feature shards {missing}")
+        for name in self.files:
+            self._check_shard(name)
         self.exit_layer = exit_layer
+
+    def _check_shard(self, name: str) -> None:
+        """A shard's own header must name this folder's format, target and exit layers (it may be a stray copy)."""
+        with safe_open(self.directory / name, framework="pt") as shard:
+            meta = shard.metadata() or {}
+        if meta.get("format_version") != str(FORMAT_VERSION):
+            raise ValueError(f"{self.directory / name}: feature format {meta.get('format_version')}, "
+                             f"expected {FORMAT_VERSION}; compute the features again")
+        if not fingerprints_match(json.loads(meta["target_fingerprint"]), self.manifest["target_fingerprint"]):
+            raise ValueError(f"{self.directory / name} was computed from another target than its folder's manifest")
+        if json.loads(meta["exit_layers"]) != self.manifest["exit_layers"]:
+            raise ValueError(f"{self.directory / name} holds exit layers {json.loads(meta['exit_layers'])}, its "
+                             f"folder's manifest {self.manifest['exit_layers']}: a shard of another feature folder")
+
+    @property
+    def top_k(self) -> int:
+        """How many of the target's top next tokens each reply position keeps."""
+        return self.manifest["top_k"]
+
+    def digest(self) -> str:
+        """A short fingerprint of the folder's target, settings and every shard's examples: a run's data identity."""
+        keys = ("format_version", "exit_layers", "top_k", "target", "examples_per_shard")
+        record = {**{k: self.manifest[k] for k in keys}, "shards": [s["digest"] for s in self.manifest["shards"]]}
+        return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def files(self) -> list[str]:
@@ -204,3 +242,59 @@ class FeatureShards:
                     topk_ids[position : position + count], topk_logits[position : position + count],
                 )
                 start, position = start + length, position + count
+
+
+@dataclass(frozen=True)
+class _Span:
+    """Where one example lies in its shard: its tokens and its rows of top-k targets."""
+
+    file: str
+    start: int
+    length: int
+    reply_start: int
+    replies: int
+
+
+class FeatureDataset(torch.utils.data.Dataset):
+    """The examples of a feature folder that predict reply tokens, each read from its shard when asked for.
+
+    Only an index of offsets is held; an example's tensors are sliced from its memory-mapped shard
+    on access. `tokens(i)` reads just its ids and reply mask (what recomputing the features needs).
+    """
+
+    def __init__(self, shards: FeatureShards):
+        self.shards = shards
+        self.spans: list[_Span] = []
+        for name in shards.files:
+            with safe_open(shards.directory / name, framework="pt") as shard:
+                lengths = shard.get_tensor("lengths").tolist()
+                replies = shard.get_tensor("predicts_reply")
+            start = reply_start = 0
+            for length in lengths:
+                count = int(replies[start : start + length].sum())
+                if count:
+                    self.spans.append(_Span(name, start, length, reply_start, count))
+                start, reply_start = start + length, reply_start + count
+        self._open: dict[str, object] = {}
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+    def _shard(self, name: str):
+        if name not in self._open:  # kept open: later reads of the same shard reuse its memory map
+            self._open[name] = safe_open(self.shards.directory / name, framework="pt")
+        return self._open[name]
+
+    def tokens(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Example `index`'s token ids (n,) and reply mask (n,)."""
+        span, shard = self.spans[index], self._shard(self.spans[index].file)
+        rows = slice(span.start, span.start + span.length)
+        return shard.get_slice("ids")[rows].long(), shard.get_slice("predicts_reply")[rows]
+
+    def __getitem__(self, index: int) -> FeatureExample:
+        span, shard = self.spans[index], self._shard(self.spans[index].file)
+        ids, mask = self.tokens(index)
+        replies = slice(span.reply_start, span.reply_start + span.replies)
+        return FeatureExample(ids, mask, shard.get_slice(f"exited.{self.shards.exit_layer}")[
+            span.start : span.start + span.length], shard.get_slice("topk_ids")[replies].long(),
+            shard.get_slice("topk_logits")[replies])

@@ -226,6 +226,20 @@ def optimise(model: nn.Module, loader: Iterable, batch_loss: Callable[[Any], tor
         seen = 0
 
 
+def make_accelerator() -> Accelerator:
+    """The Accelerator both adapter trainers use, refusing processes it did not join.
+
+    Its schedule counts optimiser steps (one global batch each): Accelerate would otherwise step
+    it once per process per step, as if each process's batch were a step of its own.
+    """
+    accelerator = Accelerator(step_scheduler_with_optimizer=False)
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != accelerator.num_processes:  # e.g. torchrun on CPUs without ACCELERATE_USE_CPU=1
+        raise ValueError(f"{launched} processes were launched but Accelerate joins {accelerator.num_processes}: "
+                         "each would train alone (on CPUs, launch with ACCELERATE_USE_CPU=1)")
+    return accelerator
+
+
 def process_share(accelerator: Accelerator, positions: int) -> float:
     """This process's weight for its mean loss over `positions` positions: its share of all processes' positions.
 
@@ -303,13 +317,7 @@ def train_adapter(
     pad_id = _pad_id(tokenizer)
 
     set_seed(seed)
-    # The schedule counts optimiser steps (one global batch each): Accelerate would otherwise step it once
-    # per process per step, as if each process's batch were a step of its own.
-    accelerator = Accelerator(step_scheduler_with_optimizer=False)
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched != accelerator.num_processes:  # e.g. torchrun on CPUs without ACCELERATE_USE_CPU=1
-        raise ValueError(f"{launched} processes were launched but Accelerate joins {accelerator.num_processes}: "
-                         "each would train alone (on CPUs, launch with ACCELERATE_USE_CPU=1)")
+    accelerator = make_accelerator()
     target.to(accelerator.device)
     # What a resumed run must share with the one that saved the checkpoint.
     run = dict(steps=steps, batch_size=batch_size, num_processes=accelerator.num_processes, lr=lr, warmup=warmup,

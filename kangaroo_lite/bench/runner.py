@@ -94,7 +94,7 @@ def bench_prompts(models: DefaultModels, questions: list[dict], subtasks: list[s
         for record in pick_evenly(records, per_subtask):
             history: list[tuple[str, str]] = []
             for turn, text in enumerate(record["turns"]):
-                ids = encode_chat(models.tokenizer, text, history)
+                ids = encode_chat(models.tokenizer, text, history).to(models.target.device)
                 if ids.shape[1] + max_new_tokens > limit:
                     skipped.append({"question_id": record["question_id"], "category": subtask, "turn": turn,
                                     "reason": f"prompt of {ids.shape[1]} tokens + {max_new_tokens} new tokens "

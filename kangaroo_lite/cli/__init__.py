@@ -11,7 +11,16 @@ import sys
 from ..model_sets.loading import MODEL_SETS
 from ..models.corpus import MIXTURES, SUBTASKS
 from ..models.loading import DATA_DIR
-from .measure import cmd_bench, cmd_compare_exit_layers, cmd_demo, cmd_eval_adapter, cmd_eval_model, cmd_sweep
+from .export import cmd_export_draft
+from .measure import (
+    cmd_bench,
+    cmd_compare_exit_layers,
+    cmd_demo,
+    cmd_eval_adapter,
+    cmd_eval_model,
+    cmd_sweep,
+    cmd_time_feature_training,
+)
 from .train import (
     cmd_distill_replies,
     cmd_make_data,
@@ -111,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     writing.set_defaults(func=cmd_write_prompts)
 
     features = sub.add_parser("precompute-features", help="the target's exited states and top-k logits, in shards")
-    features.add_argument("--model", default="smollm2", choices=["smollm2"])
+    features.add_argument("--model", default="smollm2", choices=["smollm2", "tiny"])
     features.add_argument("--replies", required=True, nargs="+", help="one or more replies files, in order")
     features.add_argument("--out", required=True)
     features.add_argument("--exit-layers", type=int, nargs="+", default=[2])
@@ -121,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     features.set_defaults(func=cmd_precompute_features)
 
     distil = sub.add_parser("train-adapter-features", help="train a Kangaroo adapter from precomputed features")
-    distil.add_argument("--model", default="smollm2", choices=["smollm2"])
+    distil.add_argument("--model", default="smollm2", choices=["smollm2", "tiny"])
     distil.add_argument("--features", required=True)
     distil.add_argument("--exit-layer", type=int, default=1)
     distil.add_argument("--out", required=True)
@@ -133,9 +142,32 @@ def build_parser() -> argparse.ArgumentParser:
     distil.add_argument("--warmup", type=int, default=30)
     distil.add_argument("--eval-every", type=int, default=200)
     distil.add_argument("--seed", type=int, default=0)
+    distil.add_argument("--held-out", type=int, default=64, help="examples kept out of training and evaluated")
     distil.add_argument("--threads", type=int, default=2)
-    distil.add_argument("--force", action="store_true", help="overwrite an existing adapter")
+    distil.add_argument("--checkpoint-every", type=int, default=0,
+                        help="save a resumable checkpoint to OUT/checkpoint every N steps (0: never)")
+    distil.add_argument("--resume", action="store_true",
+                        help="continue the run whose checkpoint is in OUT/checkpoint (the same configuration)")
+    distil.add_argument("--recompute", action="store_true",
+                        help="run the target over every batch instead of reading its features (to time what they save)")
+    distil.add_argument("--force", action="store_true",
+                        help="overwrite an existing adapter (or start afresh over an unfinished run's checkpoint)")
     distil.set_defaults(func=cmd_train_adapter_on_features)
+
+    timing = sub.add_parser("time-feature-training",
+                            help="adapter training from stored features against recomputing the target")
+    timing.add_argument("--model", default="smollm2", choices=["smollm2", "tiny"])
+    timing.add_argument("--features", required=True)
+    timing.add_argument("--exit-layer", type=int, default=1)
+    timing.add_argument("--draft-vocab-size", type=int, default=8192)
+    timing.add_argument("--steps", type=int, default=20, help="optimiser steps per timed run")
+    timing.add_argument("--batch-size", type=int, default=8)
+    timing.add_argument("--held-out", type=int, default=8)
+    timing.add_argument("--repeats", type=int, default=3)
+    timing.add_argument("--threads", type=int, default=1)
+    timing.add_argument("--json", help="also write the report to this JSON file")
+    timing.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+    timing.set_defaults(func=cmd_time_feature_training)
 
     evaluate = sub.add_parser("eval-model", help="accuracy per subtask and perplexity")
     evaluate.add_argument("models", nargs="*", default=[str(DATA_DIR / "models" / "target"),
@@ -209,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", help="output folder (default results/sweep-<name>-<timestamp>/)")
     sweep.add_argument("--force", action="store_true", help="overwrite an existing sweep.json")
     sweep.set_defaults(func=cmd_sweep)
+
+    export = sub.add_parser("export-draft", help="save Kangaroo's self-draft as a draft model for serving engines")
+    export.add_argument("--model", choices=MODEL_SETS, required=True, help="the model set whose adapter to export")
+    export.add_argument("--out", required=True, help="a new (or empty) folder for the draft model")
+    export.add_argument("--force", action="store_true", help="write into a folder that already holds files")
+    export.set_defaults(func=cmd_export_draft)
     return parser
 
 

@@ -204,3 +204,32 @@ def cmd_compare_exit_layers(args: argparse.Namespace) -> None:
     if args.json:
         refuse_overwrite(Path(args.json), args.force)
         Path(args.json).write_text(json.dumps({"options": options, "report": report}, indent=1))
+
+
+def cmd_time_feature_training(args: argparse.Namespace) -> None:
+    """Adapter training from stored features against recomputing the target, on the same batches."""
+    import torch
+
+    from ..adapter.features import FeatureShards
+    from ..adapter.vocab import draft_vocab_of
+    from ..bench.feature_training import time_feature_training
+    from .train import _target_and_tokenizer
+
+    if args.json:
+        refuse_overwrite(Path(args.json), args.force)
+    torch.set_num_threads(args.threads)
+    tokenizer, target = _target_and_tokenizer(args.model)
+    features = FeatureShards(args.features, target, args.exit_layer)
+    vocab = draft_vocab_of([(e.ids, e.predicts_reply) for e in features.examples()], args.draft_vocab_size,
+                           tokenizer.eos_token_id)
+    report = time_feature_training(target, features, vocab, steps=args.steps, batch_size=args.batch_size,
+                                   held_out=args.held_out, repeats=args.repeats)
+    report.update(model=args.model, exit_layer=args.exit_layer, threads=args.threads,
+                  bytes_per_token=features.manifest["bytes_per_token"])
+    epoch = report["seconds_per_epoch"]
+    print(f"{args.model}, exit layer {args.exit_layer}, batch {args.batch_size}, {report['epoch_steps']} steps per "
+          f"epoch: {epoch['features']:.1f} s per epoch from features, {epoch['recompute']:.1f} s recomputing the "
+          f"target: {report['speedup']:.1f}x faster (median of {args.repeats}); loss curves differ by at most "
+          f"{report['max_loss_difference']:.1e}; features take {report['bytes_per_token']:.0f} bytes per token")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")

@@ -112,11 +112,11 @@ def cmd_train_adapter(args: argparse.Namespace) -> None:
 
 def _target_and_tokenizer(model: str):
     """A model set's tokenizer and target (the adapter and draft are not needed to train a new adapter)."""
-    from ..models.loading import load_model, load_tokenizer
+    from ..models.loading import DATA_DIR, load_model, load_tokenizer
     from ..models.smollm2 import smollm2_dir
 
-    if model != "smollm2":
-        raise ValueError(f"self-distillation runs on a real model set: --model smollm2, got {model!r}")
+    if model == "tiny":
+        return load_tokenizer(DATA_DIR / "tokenizer"), load_model(DATA_DIR / "models" / "target")
     folder = smollm2_dir()
     return load_tokenizer(folder), load_model(folder)
 
@@ -169,8 +169,12 @@ def cmd_precompute_features(args: argparse.Namespace) -> None:
 
 
 def cmd_train_adapter_on_features(args: argparse.Namespace) -> None:
-    """Train an adapter from precomputed features and save it with its loss curve."""
+    """Train an adapter from precomputed features and save it with its loss curve (under `accelerate launch`: on N
+    processes, each reading its share of every batch)."""
+    import time
+
     import torch
+    from accelerate import PartialState
 
     from ..adapter.distill import train_adapter_on_features
     from ..adapter.features import FeatureShards
@@ -178,18 +182,27 @@ def cmd_train_adapter_on_features(args: argparse.Namespace) -> None:
     from ..adapter.vocab import draft_vocab_of
 
     out = Path(args.out)
-    refuse_overwrite(out, args.force)
+    _check_adapter_out(out, args.resume, args.force)  # every process, before any writes (training syncs them)
     torch.set_num_threads(args.threads)
     tokenizer, target = _target_and_tokenizer(args.model)
     features = FeatureShards(args.features, target, args.exit_layer)
     examples = [(e.ids, e.predicts_reply) for e in features.examples()]
     vocab = draft_vocab_of(examples, args.draft_vocab_size, tokenizer.eos_token_id)
     init = KangarooAdapter.from_pretrained(args.init, target) if args.init else None
+    start = time.perf_counter()
     adapter, history = train_adapter_on_features(target, features, vocab, steps=args.steps, lr=args.lr,
                                                  batch_size=args.batch_size, warmup=args.warmup, seed=args.seed,
-                                                 eval_every=args.eval_every, adapter=init)
-    adapter.save_pretrained(out)
-    (out / "training.json").write_text(json.dumps(history, indent=1))
-    last = history[-1]
-    print(f"adapter: {adapter.num_parameters():,} parameters, exit layer {args.exit_layer}, {len(vocab):,}-token "
-          f"draft vocabulary; held-out top-1 {last['top1']:.3f}, Σ min(p, q) {last['acceptance']:.3f}; saved to {out}")
+                                                 held_out=args.held_out, eval_every=args.eval_every, adapter=init,
+                                                 checkpoint=out / "checkpoint", checkpoint_every=args.checkpoint_every,
+                                                 resume=args.resume, recompute=args.recompute)
+    seconds = time.perf_counter() - start
+    state = PartialState()
+    if state.is_main_process:  # every process holds the same adapter: one writes it
+        adapter.save_pretrained(out)
+        (out / "training.json").write_text(json.dumps(history, indent=1))
+        last = history[-1]
+        print(f"adapter: {adapter.num_parameters():,} parameters, exit layer {args.exit_layer}, {len(vocab):,}-token "
+              f"draft vocabulary; held-out top-1 {last['top1']:.3f}, Σ min(p, q) {last['acceptance']:.3f}; "
+              f"{args.steps} steps in {seconds:.1f} s ({'recomputing the target' if args.recompute else 'features'}"
+              f"{f', {state.num_processes} processes' if state.num_processes > 1 else ''}); saved to {out}")
+    state.wait_for_everyone()  # no process returns before the adapter is complete

@@ -47,6 +47,12 @@ def question_file(name: str = "tiny", data_dir: str | Path = DATA_DIR) -> Path:
     return data_dir / "question.jsonl" if name == "tiny" else data_dir / "spec_bench" / "question.jsonl"
 
 
+def target_dir(name: str = "tiny", data_dir: str | Path = DATA_DIR) -> Path:
+    """The folder of a model set's target checkpoint, tokenizer included, as any engine loads it."""
+    _check_name(name)
+    return smollm2_dir() if name == "smollm2" else Path(data_dir) / "models" / "target"
+
+
 def _check_name(name: str) -> None:
     if name not in MODEL_SETS:
         raise ValueError(f"unknown model set {name!r}; available: {list(MODEL_SETS)}")
@@ -66,7 +72,7 @@ def load_default(name: str = "tiny", device: str | torch.device = "cpu", dtype: 
     if name == "smollm2":
         return load_smollm2(device, dtype, data_dir)
     adapter = data_dir / "models" / "adapter"
-    return load_models(data_dir / "models" / "target", data_dir / "models" / "draft", data_dir / "tokenizer",
+    return load_models(target_dir(name, data_dir), data_dir / "models" / "draft", data_dir / "tokenizer",
                        adapter if adapter.is_dir() else None, device, dtype)
 
 
