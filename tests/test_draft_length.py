@@ -7,7 +7,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kangaroo_lite import KangarooAdapter, autoregressive, kangaroo, speculative
-from kangaroo_lite.core.draft_length import AcceptanceCalibration, best_draft_length, curve_at
+from kangaroo_lite.core.draft_length import (
+    AcceptanceCalibration,
+    ContextCostCurve,
+    best_draft_length,
+    curve_at,
+    curve_for,
+)
 
 CPU = {1: 1.0, 2: 1.06, 3: 1.16, 4: 1.65, 5: 1.70, 7: 2.06}
 FREE = {1: 1.0, 16: 1.0}
@@ -76,3 +82,30 @@ def test_calibration_counts_only_the_drafts_the_target_reached():
     calibration.update([0.5, 0.5], accepted=2)  # all accepted
     assert (calibration.expected, calibration.accepted) == (2.0, 3.0)
     assert calibration.corrected([0.9]) == [1.0]  # capped: an estimate of a probability
+
+
+def test_a_context_cost_curve_reads_the_curve_of_each_context_length():
+    curves = ContextCostCurve({769: {1: 1.0, 2: 1.22, 3: 1.28}, 151: {1: 1.0, 2: 1.08, 3: 1.28, 4: 1.54}})
+    assert curves.at(10) == curves.at(151) == {1: 1.0, 2: 1.08, 3: 1.28, 4: 1.54}  # the nearest outside
+    assert curves.at(5000) == {1: 1.0, 2: 1.22, 3: 1.28}
+    middle = curves.at(460)  # halfway: the mean of the two, at every size either measured
+    assert middle.keys() == {1, 2, 3, 4} and middle[2] == pytest.approx(1.15) and middle[4] == pytest.approx(1.41)
+    assert curve_for(curves, 769) == curves.at(769) and curve_for(CPU, 769) is CPU
+    assert best_draft_length([0.15], curves.at(151)) == 1 and best_draft_length([0.15], curves.at(769)) == 0
+    with pytest.raises(ValueError, match="at least one"):
+        ContextCostCurve({})
+
+
+def test_decoders_read_the_cost_curve_of_their_context_and_stay_lossless():
+    target = tiny_model(layers=4, vocab=64, seed=1, sharpness=3.0, eos=None)
+    adapter = KangarooAdapter.from_target(target, 2)
+    draft = tiny_model(layers=1, vocab=64, seed=2, sharpness=3.0, eos=None)
+    short, long = torch.tensor([[5, 6, 7]]), torch.tensor([[9, 4] * 20])
+    # Verification is free after short contexts and dear after long ones: only long prompts draft less.
+    curves = ContextCostCurve({23: FREE, 40: {1: 1.0, 2: 3.0}})
+    for prompt, drafts_cut in ((short, False), (long, True)):
+        base = autoregressive(target, prompt, 20).tokens
+        run = kangaroo(target, adapter, prompt, 20, max_draft_tokens=3, threshold=0.0, cost_curve=curves)
+        assert run.tokens == base
+        assert any(s.info["draft_stop"] == "cost" for s in run.steps) == drafts_cut
+        assert speculative(target, draft, prompt, 20, num_draft_tokens=3, cost_curve=curves).tokens == base

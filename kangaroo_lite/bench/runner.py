@@ -19,12 +19,20 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.checks import check_positive, context_length
+from ..core.draft_length import ContextCostCurve
 from ..core.result import acceptance_by_position, acceptance_rate
 from ..decoding.autoregressive import autoregressive
 from ..model_sets.loading import DefaultModels, load_default, load_models, question_file
 from ..models.corpus import SUBTASKS, read_questions
 from ..models.loading import DATA_DIR, encode_chat
-from .cost_model import cost_curve, cost_ratio, expected_speedup, relative_cost, self_draft_cost_ratio
+from .cost_model import (
+    context_cost_curve,
+    cost_curve,
+    cost_ratio,
+    expected_speedup,
+    relative_cost,
+    self_draft_cost_ratio,
+)
 from .lossless import classify_outputs
 from .measure import MethodTiming, interleaved
 from .methods import ABLATIONS, LOSSLESS, MEASURED, MODEL_SET_OPTIONS, OURS, PEERS, method_runners
@@ -188,7 +196,7 @@ def load_bench_models(cfg: BenchConfig) -> DefaultModels:
                        cfg.tokenizer or data / "tokenizer", adapter, device, dtype)
 
 
-def bench_options(cfg: BenchConfig, curve: dict[int, float] | None = None) -> dict[str, dict]:
+def bench_options(cfg: BenchConfig, curve: dict[int, float] | ContextCostCurve | None = None) -> dict[str, dict]:
     """Per-method options: the model set's tuned settings (`MODEL_SET_OPTIONS`), then the config's own.
 
     An option `cost_curve: "measured"` becomes `curve`, the target's cost curve measured in this run.
@@ -223,9 +231,11 @@ def _run(cfg: BenchConfig, models: DefaultModels, device: torch.device, progress
     prompts, skipped = bench_prompts(models, questions, cfg.subtasks, cfg.questions_per_subtask,
                                      cfg.max_new_tokens)
     methods = list(dict.fromkeys(["autoregressive", *cfg.methods]))  # our baseline always runs
-    curve = cost_curve(models.target, prompts[0][2])  # measured first: cost-aware drafting reads it
-    runners = method_runners(models, cfg.max_new_tokens, methods, bench_options(cfg, curve), cfg.temperature,
+    # Measured first: cost-aware drafting reads it, per context (after the shortest and the longest prompt).
+    curves = context_cost_curve(models.target, [ids for _, _, ids in prompts])
+    runners = method_runners(models, cfg.max_new_tokens, methods, bench_options(cfg, curves), cfg.temperature,
                              cfg.seed)
+    curve = cost_curve(models.target, prompts[0][2])  # the bounds' curve, as before: the first prompt's
     bar = tqdm(total=len(prompts), desc="bench", unit="prompt", disable=not progress)
     timings = interleaved(runners, [ids for _, _, ids in prompts], cfg.repeats, progress=bar.update)
     bar.close()
@@ -258,6 +268,7 @@ def _run(cfg: BenchConfig, models: DefaultModels, device: torch.device, progress
     return {
         "config": asdict(cfg), "baseline": baseline, "summary": summary, "questions": records, "skipped": skipped,
         "cost_curve": costs["curve"],
+        "cost_curves_by_context": {str(length): curve for length, curve in curves.curves.items()},
         "environment": {"device": str(device), "device_name": _device_name(device),
                         "dtype": str(models.target.dtype).removeprefix("torch."),
                         "torch": torch.__version__, "python": platform.python_version(),

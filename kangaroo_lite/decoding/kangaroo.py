@@ -31,7 +31,7 @@ from ..adapter.model import KangarooAdapter, check_target
 from ..adapter.vocab import spread_to_vocab
 from ..core.cache import truncate_cache
 from ..core.checks import check_positive, check_unit_interval, eos_id, prepare_prompt
-from ..core.draft_length import AcceptanceCalibration, best_draft_length
+from ..core.draft_length import AcceptanceCalibration, ContextCostCurve, best_draft_length, curve_for
 from ..core.result import DecodingResult, Recorder, Step
 from ..core.sampling import check_sampling, make_generator, verify_drafts, warp
 from .speculative import probs_of
@@ -247,7 +247,7 @@ def kangaroo(
     seed: int | None = None,
     tokenizer: PreTrainedTokenizerBase | None = None,
     on_round: Callable[[SelfDraft, torch.Tensor], None] | None = None,
-    cost_curve: Mapping[int, float] | None = None,
+    cost_curve: Mapping[int, float] | ContextCostCurve | None = None,
 ) -> DecodingResult:
     """Kangaroo self-speculative decoding: lossless, greedy or sampled.
 
@@ -258,7 +258,8 @@ def kangaroo(
     "eos" (the last draft is the end-of-text token), "max_draft_tokens", "budget" (the token
     budget left fewer drafts than `max_draft_tokens`), or "cost": with a `cost_curve` (the
     target's cost of a pass over n tokens relative to one, as `bench.cost_model.cost_curve`
-    measures it) only the leading drafts worth their verification cost are verified
+    measures it; a `ContextCostCurve` gives it per context length) only the leading drafts worth
+    their verification cost are verified
     (`core.draft_length.best_draft_length`), their confidences first rescaled to the acceptance
     this generation has seen (`core.draft_length.AcceptanceCalibration`; `info["calibration"]`).
     `on_round(state, sequence)` is called after the prefill and after every round, for
@@ -294,7 +295,7 @@ def kangaroo(
         )
         stop = stop or (MAX_DRAFT_TOKENS if budget == max_draft_tokens else BUDGET)
         if cost_curve is not None and drafted:
-            keep = best_draft_length(calibration.corrected(confidences), cost_curve)
+            keep = best_draft_length(calibration.corrected(confidences), curve_for(cost_curve, context))
             if keep < len(drafted):  # the rest are not worth verifying; rollback forgets their states
                 drafted, confidences, exited, stop = drafted[:keep], confidences[:keep], exited[: keep + 1], COST
                 draft_logits = draft_logits[:keep]

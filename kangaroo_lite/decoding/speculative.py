@@ -18,7 +18,7 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..core.cache import truncate_cache
 from ..core.checks import check_positive, check_unit_interval, eos_id, prepare_prompt
-from ..core.draft_length import AcceptanceCalibration, best_draft_length
+from ..core.draft_length import AcceptanceCalibration, ContextCostCurve, best_draft_length, curve_for
 from ..core.result import DecodingResult, Recorder, Step
 from ..core.sampling import check_sampling, make_generator, sample, verify_drafts, warp
 from ..models.loading import check_same_vocabulary
@@ -79,15 +79,16 @@ def speculative(target: PreTrainedModel, draft: PreTrainedModel, input_ids: torc
                 top_p: float = 1.0, seed: int | None = None, adaptive_draft: bool = False,
                 confidence_threshold: float = 0.0,
                 tokenizer: PreTrainedTokenizerBase | None = None,
-                cost_curve: Mapping[int, float] | None = None) -> DecodingResult:
+                cost_curve: Mapping[int, float] | ContextCostCurve | None = None) -> DecodingResult:
     """Speculative decoding: lossless, greedy or sampled, with optional dynamic draft lengths.
 
     `adaptive_draft` applies Hugging Face's heuristic: +2 draft tokens after a round where all
     were accepted, -1 (never below 1) otherwise. `confidence_threshold` stops a round's drafting
     after a token the draft is less sure of (Hugging Face's `assistant_confidence_threshold`).
-    With a `cost_curve` (the target's cost of a pass over n tokens relative to one) only the
-    leading drafts worth their verification cost are verified, their confidences rescaled to the
-    acceptance seen so far (`core.draft_length`).
+    With a `cost_curve` (the target's cost of a pass over n tokens relative to one; a
+    `ContextCostCurve` gives it per context length) only the leading drafts worth their
+    verification cost are verified, their confidences rescaled to the acceptance seen so far
+    (`core.draft_length`).
     """
     check_sampling(temperature, top_p)
     check_positive("num_draft_tokens", num_draft_tokens)
@@ -108,7 +109,7 @@ def speculative(target: PreTrainedModel, draft: PreTrainedModel, input_ids: torc
         drafted, q, draft_logits = proposer.propose(sequence, budget) if budget > 0 else ([], None, None)
         if cost_curve is not None and drafted:
             confidences = (torch.softmax(draft_logits.float(), -1) if q is None else q).max(-1).values.tolist()
-            keep = best_draft_length(calibration.corrected(confidences), cost_curve)
+            keep = best_draft_length(calibration.corrected(confidences), curve_for(cost_curve, context))
             drafted, draft_logits, confidences = drafted[:keep], draft_logits[:keep], confidences[:keep]
             q = None if q is None else q[:keep]
         # Verify: one target pass over what it has not read yet (the prompt, or the last token) and the drafts.
