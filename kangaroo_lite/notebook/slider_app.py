@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
+import plotly.io as pio
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -216,9 +217,11 @@ class KangarooApp(widgets.VBox):
         self.tokens.value = render_round_html(round_view(result), self.tokenizer, prompt=prompt_text)
         self.stats_view.value = stats_html(self.stats)
         self.figure = app_figure(result, self.stats, settings["max_draft_tokens"])
-        with self.chart:
-            self.chart.clear_output(wait=True)
-            self.figure.show(renderer="plotly_mimetype")
+        # The chart's outputs are set, not captured (`with self.chart:` + `clear_output`): capturing
+        # makes headless runners (papermill's nbclient) emulate output widgets, and papermill runs of this
+        # cell hung now and then.
+        bundle = pio.renderers["plotly_mimetype"].to_mimebundle(self.figure.to_dict())
+        self.chart.outputs = ({"output_type": "display_data", "data": bundle, "metadata": {}},)
         self._say(
             f"timed {self.repeats}× each, interleaved with autoregressive decoding (median); "
             "on a CPU, timings vary by about ±10% from one move to the next"
