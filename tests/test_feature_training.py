@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import tiny_model
-from launch import launch
-from safetensors.torch import load_file
+from training_runs import assert_histories_close, history, launch, max_weight_difference
 
 from kangaroo_lite.adapter.distill import train_adapter_on_features
 from kangaroo_lite.adapter.features import FeatureDataset, FeatureShards, precompute_features
@@ -67,24 +66,10 @@ def runs(feature_dir, tmp_path_factory) -> dict:
     return dict(one=tmp / "one", two=tmp / "two", two_stdout=two.stdout)
 
 
-def _history(folder: Path) -> list[dict]:
-    return json.loads((folder / "training.json").read_text())
 
 
-def _max_weight_difference(a: Path, b: Path) -> float:
-    x, y = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
-    assert x.keys() == y.keys()
-    return max((x[k].float() - y[k].float()).abs().max().item() for k in x)
 
 
-def _assert_histories_close(a: list[dict], b: list[dict], tolerance: float) -> None:
-    assert [r["step"] for r in a] == [r["step"] for r in b]
-    for x, y in zip(a, b, strict=True):
-        for key in x.keys() - {"step"}:
-            if x[key] is None or y[key] is None:
-                assert x[key] is None and y[key] is None, (x, y)
-            else:
-                assert x[key] == pytest.approx(y[key], abs=tolerance), (key, x, y)
 
 
 def test_the_dataset_reads_each_example_with_replies_as_the_shards_hold_it(shipped_target, feature_dir):
@@ -100,11 +85,11 @@ def test_the_dataset_reads_each_example_with_replies_as_the_shards_hold_it(shipp
 
 
 def test_two_processes_train_from_features_what_one_does_on_the_same_global_batch(runs):
-    one, two = _history(runs["one"]), _history(runs["two"])
+    one, two = history(runs["one"]), history(runs["two"])
     assert [r["step"] for r in one] == list(range(9))
-    _assert_histories_close(one, two, TOLERANCE)
+    assert_histories_close(one, two, TOLERANCE)
     assert len({r["train_loss"] for r in one[1:]}) == 8 and one[-1]["held_out_loss"] < one[0]["held_out_loss"]
-    assert _max_weight_difference(runs["one"], runs["two"]) <= TOLERANCE
+    assert max_weight_difference(runs["one"], runs["two"]) <= TOLERANCE
     printed = [line for line in runs["two_stdout"].splitlines() if line.startswith("adapter:")]
     assert len(printed) == 1 and "2 processes" in printed[0]  # only the main process writes and reports
     assert sorted(p.name for p in runs["two"].iterdir()) == ["adapter_config.json", "checkpoint",
@@ -115,8 +100,8 @@ def test_a_resumed_run_from_features_ends_as_an_uninterrupted_one(runs, feature_
     out = tmp_path / "resumed"
     shutil.copytree(runs["one"] / "checkpoint", out / "checkpoint")  # as if the run had stopped after step 5
     main([*RUN, *ONE, "--features", str(feature_dir), "--out", str(out), "--resume"])
-    assert _max_weight_difference(out, runs["one"]) <= RESUME_TOLERANCE
-    _assert_histories_close(_history(out), _history(runs["one"]), RESUME_TOLERANCE)
+    assert max_weight_difference(out, runs["one"]) <= RESUME_TOLERANCE
+    assert_histories_close(history(out), history(runs["one"]), RESUME_TOLERANCE)
 
 
 def test_resuming_from_features_with_another_configuration_names_what_differs(runs, feature_dir, tmp_path):
@@ -137,7 +122,7 @@ def test_recomputing_the_target_follows_the_loss_curve_of_reading_its_features(s
     settings = dict(steps=4, batch_size=8, held_out=8, eval_every=1, warmup=1, lr=1e-3, progress=False)
     _, stored = train_adapter_on_features(shipped_target, shards, vocab, **settings)
     _, recomputed = train_adapter_on_features(shipped_target, shards, vocab, recompute=True, **settings)
-    _assert_histories_close(stored, recomputed, RECOMPUTE_TOLERANCE)
+    assert_histories_close(stored, recomputed, RECOMPUTE_TOLERANCE)
     assert stored[-1]["train_loss"] != stored[1]["train_loss"]  # it trained
 
 

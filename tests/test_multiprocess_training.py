@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
-from launch import launch as _launch
-from safetensors.torch import load_file
+from training_runs import assert_histories_close, history, launch, max_weight_difference
 
 from kangaroo_lite.adapter.model import KangarooAdapter
 from kangaroo_lite.cli import main
@@ -33,38 +31,24 @@ RESUME_TOLERANCE = 1e-6  # one process both times, the same arithmetic: measured
 def runs(tmp_path_factory) -> dict:
     """The same 8-step run on two processes (4 examples each per step) and on one (8 per step, in this process)."""
     tmp = tmp_path_factory.mktemp("runs")
-    two = _launch([*RUN, *TWO, "--out", str(tmp / "two")], processes=2)
+    two = launch([*RUN, *TWO, "--out", str(tmp / "two")], processes=2)
     main([*RUN, *ONE, "--out", str(tmp / "one")])
     return dict(one=tmp / "one", two=tmp / "two", two_stdout=two.stdout)
 
 
-def _history(folder: Path) -> list[dict]:
-    return json.loads((folder / "training.json").read_text())
 
 
-def _max_weight_difference(a: Path, b: Path) -> float:
-    x, y = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
-    assert x.keys() == y.keys()
-    return max((x[k].float() - y[k].float()).abs().max().item() for k in x)
 
 
-def _assert_histories_close(a: list[dict], b: list[dict], tolerance: float) -> None:
-    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(9))
-    for x, y in zip(a, b, strict=True):
-        assert x.keys() == y.keys()
-        for key in x.keys() - {"step"}:
-            if x[key] is None or y[key] is None:
-                assert x[key] is None and y[key] is None, (x, y)
-            else:
-                assert x[key] == pytest.approx(y[key], abs=tolerance), (key, x, y)
 
 
 def test_two_processes_train_what_one_does_on_the_same_global_batch(runs):
-    one, two = _history(runs["one"]), _history(runs["two"])
-    _assert_histories_close(one, two, LOSS_TOLERANCE)  # train_loss: the mean over both processes
+    one, two = history(runs["one"]), history(runs["two"])
+    assert [r["step"] for r in one] == list(range(9))
+    assert_histories_close(one, two, LOSS_TOLERANCE)  # train_loss: the mean over both processes
     assert len({r["train_loss"] for r in one[1:]}) == 8 and one[-1]["held_out_loss"] < one[0]["held_out_loss"]
     assert two[-1]["lr"] == pytest.approx(1e-4)  # the schedule counted 8 steps, not 8 per process
-    assert _max_weight_difference(runs["one"], runs["two"]) <= WEIGHT_TOLERANCE
+    assert max_weight_difference(runs["one"], runs["two"]) <= WEIGHT_TOLERANCE
 
 
 def test_only_the_main_process_writes_one_complete_adapter(runs):
@@ -86,9 +70,9 @@ def test_only_the_main_process_writes_one_complete_adapter(runs):
 def test_a_resumed_run_ends_with_the_adapter_of_an_uninterrupted_one(runs, tmp_path):
     out = tmp_path / "resumed"
     shutil.copytree(runs["one"] / "checkpoint", out / "checkpoint")  # as if the run had stopped after step 5
-    _launch([*RUN, *ONE, "--out", str(out), "--resume"], processes=1)
-    assert _max_weight_difference(out, runs["one"]) <= RESUME_TOLERANCE
-    _assert_histories_close(_history(out), _history(runs["one"]), RESUME_TOLERANCE)
+    launch([*RUN, *ONE, "--out", str(out), "--resume"], processes=1)
+    assert max_weight_difference(out, runs["one"]) <= RESUME_TOLERANCE
+    assert_histories_close(history(out), history(runs["one"]), RESUME_TOLERANCE)
 
 
 def test_resuming_with_another_configuration_names_what_differs(runs, tmp_path):

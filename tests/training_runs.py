@@ -1,12 +1,17 @@
-"""Running `kangaroo-lite` in fresh processes, as `accelerate launch` would on a cluster (CPUs here)."""
+"""Training runs for the multi-process tests: `kangaroo-lite` in fresh processes, as `accelerate launch` would start
+them on a cluster (CPUs here), and what their outputs are compared by."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,3 +40,27 @@ def launch(args: list[str], processes: int) -> subprocess.CompletedProcess:
                           timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
+
+
+def history(folder: Path) -> list[dict]:
+    """The logged records of a finished run."""
+    return json.loads((folder / "training.json").read_text())
+
+
+def max_weight_difference(a: Path, b: Path) -> float:
+    """The largest absolute difference between two saved adapters' weights."""
+    x, y = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert x.keys() == y.keys()
+    return max((x[k].float() - y[k].float()).abs().max().item() for k in x)
+
+
+def assert_histories_close(a: list[dict], b: list[dict], tolerance: float) -> None:
+    """The same steps logged, with the same keys, every number within `tolerance`."""
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        for key in x.keys() - {"step"}:
+            if x[key] is None or y[key] is None:
+                assert x[key] is None and y[key] is None, (x, y)
+            else:
+                assert x[key] == pytest.approx(y[key], abs=tolerance), (key, x, y)
