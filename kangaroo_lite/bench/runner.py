@@ -27,7 +27,6 @@ from ..models.corpus import SUBTASKS, read_questions
 from ..models.loading import DATA_DIR, encode_chat
 from .cost_model import (
     context_cost_curve,
-    cost_curve,
     cost_ratio,
     expected_speedup,
     relative_cost,
@@ -235,7 +234,7 @@ def _run(cfg: BenchConfig, models: DefaultModels, device: torch.device, progress
     curves = context_cost_curve(models.target, [ids for _, _, ids in prompts])
     runners = method_runners(models, cfg.max_new_tokens, methods, bench_options(cfg, curves), cfg.temperature,
                              cfg.seed)
-    curve = cost_curve(models.target, prompts[0][2])  # the bounds' curve, as before: the first prompt's
+    curve = curves.at(prompts[0][2].shape[1])  # the bounds' curve: at the first prompt's length, not measured again
     bar = tqdm(total=len(prompts), desc="bench", unit="prompt", disable=not progress)
     timings = interleaved(runners, [ids for _, _, ids in prompts], cfg.repeats, progress=bar.update)
     bar.close()
