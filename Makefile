@@ -53,13 +53,15 @@ train-models: $(STAMP)  ## reproduce the shipped target and draft (about 100 min
 	$(BIN)/kangaroo-lite train-model --shape draft --init build/draft-stage2 --out data/models/draft $(STAGE3) --steps 150
 
 BENCH_OUT := results/$(shell date +%Y%m%d-%H%M%S)
-bench: $(STAMP)  ## the mini Spec-Bench, greedy then sampling/MTAD (about 12 minutes here); DEVICE=cuda on a GPU
+bench: $(STAMP)  ## the mini Spec-Bench: greedy, sampling/MTAD, batches of 1-16 (about 20 minutes here); DEVICE=cuda on a GPU
 	$(BIN)/kangaroo-lite bench --device $(DEVICE) --out $(BENCH_OUT)
 	$(BIN)/kangaroo-lite bench --sampling --device $(DEVICE) --out $(BENCH_OUT)
+	$(BIN)/kangaroo-lite bench --batch-size 1 2 4 8 16 --device $(DEVICE) --out $(BENCH_OUT)
 
 bench-quick: $(STAMP)  ## a smoke-sized benchmark (under 2 minutes)
 	$(BIN)/kangaroo-lite bench --quick --device $(DEVICE) --out $(BENCH_OUT)
 	$(BIN)/kangaroo-lite bench --quick --sampling --device $(DEVICE) --out $(BENCH_OUT)
+	$(BIN)/kangaroo-lite bench --quick --batch-size 1 4 --device $(DEVICE) --out $(BENCH_OUT)
 
 # SmolLM2-135M-Instruct on the real Spec-Bench questions, greedy then sampling (T = 1, MTAD).
 SMOLLM2_BENCH := --model smollm2 --questions-per-subtask 4 --max-new-tokens 48 --repeats 2

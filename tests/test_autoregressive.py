@@ -66,7 +66,7 @@ def test_text_is_decoded_when_a_tokenizer_is_given(shipped):
 
 @pytest.mark.parametrize("ids,new,error", [
     (torch.zeros((1, 0), dtype=torch.long), 5, "empty"),
-    (torch.tensor([[1, 2], [3, 4]]), 5, "one sequence"),
+    (torch.ones(1, 2, 2, dtype=torch.long), 5, "one sequence"),
     (torch.tensor([[1, 999]]), 5, "vocabulary"),
     (torch.tensor([[1, 2]]), 0, "max_new_tokens"),
     (torch.tensor([[1, 2]]), 10_000, "context"),

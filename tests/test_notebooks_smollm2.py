@@ -54,6 +54,16 @@ CASES = {
         lambda tiny, real: {q["question_id"] for q in tiny["results"]["questions"]}
         != {q["question_id"] for q in real["results"]["questions"]},
     ),
+    "06_batching": (
+        {"cost_batch_sizes": [1, 2], "cost_tokens_per_row": [1, 2], "cost_repeats": 1,
+         "demo_subtasks": ["qa", "math_reasoning"], "demo_max_new_tokens": 8, "batch_sizes": [1, 2],
+         "methods": ["autoregressive", "kangaroo"], "subtasks": ["qa"], "questions_per_subtask": 2,
+         "max_new_tokens": 8},
+        lambda model, r: r["model"] == model and r["bench"]["config"]["model"] == model and len(r["demo"]) == 2
+        and set(r["bench"]["by_batch_size"]["2"]["methods"]) == {"autoregressive", "kangaroo"},
+        lambda tiny, real: {d["question_id"] for d in tiny["demo"]} != {d["question_id"] for d in real["demo"]}
+        and real["pass_costs_ms"]["1"]["1"] > tiny["pass_costs_ms"]["1"]["1"],  # 135M parameters against 9M
+    ),
 }
 
 

@@ -73,6 +73,26 @@ def test_greedy_output_equals_the_baseline_or_differs_only_at_a_near_tie(smollm2
     assert not report["bugs"], report["bugs"]
 
 
+@pytest.mark.parametrize("method", ["autoregressive", "kangaroo", "speculative"])
+def test_each_row_of_a_batch_equals_its_prompt_decoded_alone_or_differs_at_a_near_tie(smollm2, real_prompts,
+                                                                                      baseline, method):
+    """The shortest, the longest and two other real prompts in one batch: padding and holes in fp32."""
+    _, target, draft, adapter = smollm2
+    by_length = sorted(range(len(real_prompts)), key=lambda i: real_prompts[i].shape[1])
+    chosen = [by_length[0], by_length[len(by_length) // 3], by_length[2 * len(by_length) // 3], by_length[-1]]
+    rows = [real_prompts[i][0] for i in chosen]
+    if method == "autoregressive":
+        batch = kl.autoregressive(target, rows, TOKENS)
+    elif method == "kangaroo":
+        batch = kl.kangaroo(target, adapter, rows, TOKENS, max_draft_tokens=3, threshold=0.0)
+    else:
+        batch = kl.speculative(target, draft, rows, TOKENS, num_draft_tokens=3)
+    report = classify_outputs(target, [real_prompts[i] for i in chosen], [baseline[i] for i in chosen],
+                              [r.tokens for r in batch])
+    print(f"batched {method}: {report['identical']}/{report['total']} identical, near-ties {report['near_ties']}")
+    assert not report["bugs"], report["bugs"]
+
+
 def test_an_adapter_for_the_tiny_target_is_refused_by_smollm2(smollm2):
     with pytest.raises(ValueError, match="another target"):
         kl.KangarooAdapter.from_pretrained(DATA_DIR / "models" / "adapter", smollm2.target)

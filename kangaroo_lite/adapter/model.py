@@ -172,13 +172,15 @@ class KangarooAdapter(nn.Module):
         return self.norm(hidden_states + attended)
 
     def causal_mask(
-        self, hidden_states: torch.Tensor, position_ids: torch.Tensor, cache: DynamicCache | None = None
+        self, hidden_states: torch.Tensor, position_ids: torch.Tensor, cache: DynamicCache | None = None,
+        attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
-        """The causal mask for `forward` in the target's attention backend (None when implicit)."""
+        """The causal mask for `forward` in the target's attention backend (None when implicit);
+        a 2-D `attention_mask` (batch, cached + new) also hides padding."""
         return create_causal_mask(
             config=self.config,
             inputs_embeds=hidden_states,
-            attention_mask=None,
+            attention_mask=attention_mask,
             cache=cache,
             position_ids=position_ids,
         )

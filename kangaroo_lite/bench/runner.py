@@ -268,12 +268,18 @@ def _run(cfg: BenchConfig, models: DefaultModels, device: torch.device, progress
         "config": asdict(cfg), "baseline": baseline, "summary": summary, "questions": records, "skipped": skipped,
         "cost_curve": costs["curve"],
         "cost_curves_by_context": {str(length): curve for length, curve in curves.curves.items()},
-        "environment": {"device": str(device), "device_name": _device_name(device),
-                        "dtype": str(models.target.dtype).removeprefix("torch."),
-                        "torch": torch.__version__, "python": platform.python_version(),
-                        "threads": torch.get_num_threads(), "date": datetime.now().isoformat(timespec="seconds"),
-                        "target_parameters": models.target.num_parameters()},
+        "environment": environment(models),
     }
+
+
+def environment(models: DefaultModels) -> dict:
+    """Where a run happened: device, dtype, versions, threads, date, the target's size."""
+    device = models.target.device
+    return {"device": str(device), "device_name": _device_name(device),
+            "dtype": str(models.target.dtype).removeprefix("torch."),
+            "torch": torch.__version__, "python": platform.python_version(),
+            "threads": torch.get_num_threads(), "date": datetime.now().isoformat(timespec="seconds"),
+            "target_parameters": models.target.num_parameters()}
 
 
 def _device_name(device: torch.device) -> str:

@@ -233,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--temperature", type=float, default=1.5, help="--sampling: the temperature")
     bench.add_argument("--seeds", type=int, default=3, help="--sampling: seeds per question")
     bench.add_argument("--num-beams", type=int, default=2, help="--sampling: MTAD's beam width B")
+    bench.add_argument("--batch-size", type=int, nargs="+",
+                       help="instead: throughput at these batch sizes (e.g. 1 2 4 8 16) of the batched methods "
+                            "against batched autoregressive decoding, written to batching.json and batching.md")
     bench.add_argument("--out", help="output folder (default results/<timestamp>/)")
     bench.add_argument("--force", action="store_true", help="overwrite an existing results.json")
     bench.set_defaults(func=cmd_bench)

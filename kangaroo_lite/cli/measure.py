@@ -81,6 +81,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
             fields[name] = getattr(args, name)
     cfg = BenchConfig.quick(**fields) if args.quick else BenchConfig(**fields)
     out = Path(args.out or Path("results") / datetime.now().strftime("%Y%m%d-%H%M%S"))
+    if args.batch_size:
+        _bench_batches(cfg, args.batch_size, out, args.force)
+        return
     refuse_overwrite(out / "results.json", args.force)
     results = run_bench(cfg)
     path = write_results(results, out)
@@ -89,6 +92,21 @@ def cmd_bench(args: argparse.Namespace) -> None:
     wrong = mismatches(results)
     if wrong:
         sys.exit(f"LOSSLESS CHECK FAILED: {', '.join(wrong)} differ from the baseline's greedy output")
+
+
+def _bench_batches(cfg, batch_sizes: list[int], out: Path, force: bool) -> None:
+    """Throughput at several batch sizes: batching.json, batching.md, and the lossless check per row."""
+    from ..bench.batch_report import batch_markdown, batch_mismatches, write_batch_results
+    from ..bench.batching import run_batch_bench
+
+    refuse_overwrite(out / "batching.json", force)
+    results = run_batch_bench(cfg, batch_sizes)
+    path = write_batch_results(results, out)
+    print(batch_markdown(results))
+    print(f"wrote {path} and {path.with_suffix('.md')}")
+    wrong = batch_mismatches(results)
+    if wrong:
+        sys.exit(f"LOSSLESS CHECK FAILED: {', '.join(wrong)}")
 
 
 def _bench_sampling(args: argparse.Namespace) -> None:

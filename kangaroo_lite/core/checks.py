@@ -28,7 +28,8 @@ def prepare_prompt(input_ids: torch.Tensor | Sequence[int], model: PreTrainedMod
     if ids.dim() == 1:
         ids = ids.unsqueeze(0)
     if ids.dim() != 2 or ids.shape[0] != 1:
-        raise ValueError(f"input_ids must be one sequence of shape (n,) or (1, n), got {tuple(ids.shape)}")
+        raise ValueError(f"input_ids must be one sequence of shape (n,) or (1, n), or a batch (a list of sequences, "
+                         f"or (batch, n) with an attention_mask), got shape {tuple(ids.shape)}")
     vocab = model.config.vocab_size
     if int(ids.min()) < 0 or int(ids.max()) >= vocab:
         raise ValueError(f"input_ids hold ids outside the model's vocabulary [0, {vocab})")

@@ -46,6 +46,12 @@ def warp(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor
     return probs
 
 
+def probs_of(logits: torch.Tensor, tokens: list[int], temperature: float, top_p: float) -> list[float]:
+    """Probability of each token under its row of logits, for the trace (softmax when greedy)."""
+    probs = torch.softmax(logits.float(), -1) if temperature == 0 else warp(logits, temperature, top_p)
+    return probs[torch.arange(len(tokens)), torch.tensor(tokens)].tolist()
+
+
 def sample(probs: torch.Tensor, generator: torch.Generator) -> int:
     """Draw one token id from a 1-D probability vector."""
     return int(torch.multinomial(probs, 1, generator=generator))

@@ -24,158 +24,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import torch
-from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..adapter.model import KangarooAdapter, check_target
-from ..adapter.vocab import spread_to_vocab
-from ..core.cache import truncate_cache
+from ..core.batch import as_batch
 from ..core.checks import check_positive, check_unit_interval, eos_id, prepare_prompt
 from ..core.draft_length import AcceptanceCalibration, ContextCostCurve, best_draft_length, curve_for
 from ..core.result import DecodingResult, Recorder, Step
-from ..core.sampling import check_sampling, make_generator, verify_drafts, warp
-from .speculative import probs_of
-
-THRESHOLD, MAX_DRAFT_TOKENS, BUDGET, EOS, COST = "threshold", "max_draft_tokens", "budget", "eos", "cost"
-
-
-def _mask_function(config, layer: int) -> Callable:
-    """The causal-mask builder the target uses for one layer (sliding window or full)."""
-    layer_types = getattr(config, "layer_types", None)
-    if layer_types:
-        sliding = layer_types[layer] == "sliding_attention"
-    else:  # Mistral: one sliding window for every layer, when configured
-        sliding = getattr(config, "sliding_window", None) is not None
-    return create_sliding_window_causal_mask if sliding else create_causal_mask
-
-
-class SelfDraft:
-    """The target split at the exit layer: one KV cache for all its layers, one for the adapter."""
-
-    def __init__(self, target: PreTrainedModel, adapter: KangarooAdapter):
-        model = target.model
-        self.config = target.config
-        self.embed, self.layers, self.norm, self.head = model.embed_tokens, model.layers, model.norm, target.lm_head
-        self.rotary, self.adapter, self.exit_layer = model.rotary_emb, adapter, adapter.exit_layer
-        self.cache = DynamicCache(config=target.config)
-        self.adapter_cache = DynamicCache()
-        self.pending: torch.Tensor | None = None  # exited hidden states the adapter has not read yet
-        # The draft scores only the adapter's draft vocabulary (when it has one): those rows of the shared head.
-        self.draft_vocab = adapter.draft_vocab
-        self.draft_head_weight, self.draft_head_bias = adapter.draft_head(self.head)
-        self.mask_functions = [_mask_function(self.config, i) for i in range(len(self.layers))]
-        # RoPE depends on the position only (unless it rescales with the length seen): computed once
-        # for a table of positions, then sliced, instead of once per draft step.
-        self.rope_table: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-        self.static_rope = getattr(self.rotary, "rope_type", "default") not in ("dynamic", "longrope")
-
-    def check_window(self, length: int) -> None:
-        """Raise `ValueError` if a sequence of `length` tokens may outgrow a sliding attention window.
-
-        Beyond the window a sliding cache forgets old positions and can no longer be rolled back.
-        """
-        window = getattr(self.config, "sliding_window", None)
-        if create_sliding_window_causal_mask in self.mask_functions and window and length > window:
-            raise ValueError(
-                f"prompt plus max_new_tokens reach {length} positions, beyond "
-                f"the model's sliding attention window of {window}: not supported"
-            )
-
-    def _rope(
-        self, first: int, count: int, like: torch.Tensor
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """Position ids (1, count) from `first` and their RoPE (cos, sin), from a table grown on demand."""
-        end = first + count
-        if not self.static_rope:
-            positions = torch.arange(first, end, device=like.device).unsqueeze(0)
-            return positions, self.rotary(like, positions)
-        if self.rope_table is None or self.rope_table[0].shape[1] < end:
-            size = max(end, 2 * (0 if self.rope_table is None else self.rope_table[0].shape[1]), 256)
-            positions = torch.arange(size, device=like.device).unsqueeze(0)
-            self.rope_table = (positions, *self.rotary(like, positions))
-        positions, cos, sin = self.rope_table
-        return positions[:, first:end], (cos[:, first:end], sin[:, first:end])
-
-    def _run_layers(
-        self,
-        hidden: torch.Tensor,
-        start: int,
-        stop: int,
-        positions: torch.Tensor,
-        rope: tuple[torch.Tensor, torch.Tensor],
-    ) -> torch.Tensor:
-        # Layers of one kind hold equal lengths, so each mask is built once, sized to the first
-        # such layer's cache (shallow layers run ahead of deep ones while drafting). One new token
-        # sees every cached position (check_window keeps sliding windows from cutting any): no mask.
-        single, masks = hidden.shape[1] == 1, {}
-        for i in range(start, stop):
-            build = self.mask_functions[i]
-            if not single and build not in masks:
-                masks[build] = build(
-                    config=self.config,
-                    inputs_embeds=hidden,
-                    attention_mask=None,
-                    cache=self.cache,
-                    position_ids=positions,
-                    layer_idx=i,
-                )
-            hidden = self.layers[i](
-                hidden,
-                attention_mask=masks.get(build),
-                position_ids=positions,
-                cache=self.cache,
-                use_cache=True,
-                position_embeddings=rope,
-            )
-        return hidden
-
-    def shallow(self, input_ids: torch.Tensor, first_position: int) -> tuple[torch.Tensor, tuple]:
-        """Run tokens (1, n) through layers 0..exit_layer-1; returns the exited states and their RoPE."""
-        hidden = self.embed(input_ids)
-        positions, rope = self._rope(first_position, input_ids.shape[1], hidden)
-        return self._run_layers(hidden, 0, self.exit_layer, positions, rope), rope
-
-    def deep(self, exited: torch.Tensor, first_position: int, keep_last: int) -> torch.Tensor:
-        """Run exited states (1, n, h) through the remaining layers, norm and head: logits of the last positions."""
-        positions, rope = self._rope(first_position, exited.shape[1], exited)
-        hidden = self._run_layers(exited, self.exit_layer, len(self.layers), positions, rope)
-        return self.head(self.norm(hidden[:, -keep_last:]))[0]
-
-    def draft(self, exited: torch.Tensor, rope: tuple, position: int) -> torch.Tensor:
-        """Adapter + head on the newest exited state (after any pending ones): next-token logits (V,).
-
-        Tokens outside the draft vocabulary get -inf: the draft never proposes them.
-        """
-        mask = None  # one new token attends to everything cached: no mask needed
-        if self.pending is not None:
-            exited = torch.cat([self.pending, exited], dim=1)
-            self.pending = None
-            positions, rope = self._rope(position + 1 - exited.shape[1], exited.shape[1], exited)
-            mask = self.adapter.causal_mask(exited, positions, self.adapter_cache)
-        out = self.adapter(exited, rope, attention_mask=mask, cache=self.adapter_cache)
-        logits = torch.nn.functional.linear(out[0, -1], self.draft_head_weight, self.draft_head_bias)
-        if self.draft_vocab is None:
-            return logits
-        return spread_to_vocab(logits, self.draft_vocab, self.head.weight.shape[0])
-
-    def defer(self, exited: torch.Tensor) -> None:
-        """Keep exited states for the adapter to read later (if they survive verification)."""
-        self.pending = exited if self.pending is None else torch.cat([self.pending, exited], dim=1)
-
-    def adapter_length(self) -> int:
-        """Positions the adapter has read (cached) plus those pending."""
-        pending = 0 if self.pending is None else self.pending.shape[1]
-        return self.adapter_cache.get_seq_length() + pending
-
-    def rollback(self, length: int) -> None:
-        """Forget every position beyond `length` in the target's cache, the adapter's and `pending`."""
-        truncate_cache(self.cache, length)
-        read = self.adapter_cache.get_seq_length()
-        if read >= length:
-            truncate_cache(self.adapter_cache, length)
-            self.pending = None
-        elif self.pending is not None:
-            self.pending = self.pending[:, : length - read]
+from ..core.sampling import check_sampling, make_generator, probs_of, verify_drafts, warp
+from .draft_rows import BUDGET, COST, EOS, MAX_DRAFT_TOKENS, THRESHOLD
+from .kangaroo_batch import kangaroo_batch
+from .self_draft import SelfDraft
 
 
 def _draft(
@@ -248,7 +107,8 @@ def kangaroo(
     tokenizer: PreTrainedTokenizerBase | None = None,
     on_round: Callable[[SelfDraft, torch.Tensor], None] | None = None,
     cost_curve: Mapping[int, float] | ContextCostCurve | None = None,
-) -> DecodingResult:
+    attention_mask: torch.Tensor | None = None,
+) -> DecodingResult | list[DecodingResult]:
     """Kangaroo self-speculative decoding: lossless, greedy or sampled.
 
     A draft's confidence is the top-1 probability of its distribution: the softmax of its
@@ -264,6 +124,10 @@ def kangaroo(
     this generation has seen (`core.draft_length.AcceptanceCalibration`; `info["calibration"]`).
     `on_round(state, sequence)` is called after the prefill and after every round, for
     inspection (the cache invariant tests use it).
+
+    A batch (a list of prompts, or padded ids with `attention_mask`; `core.batch.as_batch`) is
+    decoded at once (`kangaroo_batch`: each row drafts, verifies and accepts on its own) and
+    gives one result per prompt.
     """
     check_sampling(temperature, top_p)
     check_positive("max_draft_tokens", max_draft_tokens)
@@ -272,6 +136,12 @@ def kangaroo(
     if not isinstance(adapter, KangarooAdapter):
         raise TypeError(f"adapter must be a KangarooAdapter, got {type(adapter).__name__}")
     adapter.check_matches(target)
+    prompts = as_batch(input_ids, attention_mask)
+    if prompts is not None:
+        if on_round is not None:
+            raise ValueError("on_round inspects one prompt's decoding: not available for a batch")
+        return kangaroo_batch(target, adapter, prompts, max_new_tokens, max_draft_tokens, threshold, temperature,
+                              top_p, seed, tokenizer, cost_curve)
     ids = prepare_prompt(input_ids, target, max_new_tokens)
     generator = make_generator(seed, ids.device)
     recorder = Recorder("kangaroo", ids[0].tolist(), max_new_tokens, eos_id(target))

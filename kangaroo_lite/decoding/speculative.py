@@ -16,18 +16,14 @@ from collections.abc import Mapping
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
+from ..core.batch import as_batch
 from ..core.cache import truncate_cache
 from ..core.checks import check_positive, check_unit_interval, eos_id, prepare_prompt
 from ..core.draft_length import AcceptanceCalibration, ContextCostCurve, best_draft_length, curve_for
 from ..core.result import DecodingResult, Recorder, Step
-from ..core.sampling import check_sampling, make_generator, sample, verify_drafts, warp
+from ..core.sampling import check_sampling, make_generator, probs_of, sample, verify_drafts, warp
 from ..models.loading import check_same_vocabulary
-
-
-def probs_of(logits: torch.Tensor, tokens: list[int], temperature: float, top_p: float) -> list[float]:
-    """Probability of each token under its row of logits, for the trace (softmax when greedy)."""
-    probs = torch.softmax(logits.float(), -1) if temperature == 0 else warp(logits, temperature, top_p)
-    return probs[torch.arange(len(tokens)), torch.tensor(tokens)].tolist()
+from .speculative_batch import speculative_batch
 
 
 class DraftModelProposer:
@@ -79,7 +75,8 @@ def speculative(target: PreTrainedModel, draft: PreTrainedModel, input_ids: torc
                 top_p: float = 1.0, seed: int | None = None, adaptive_draft: bool = False,
                 confidence_threshold: float = 0.0,
                 tokenizer: PreTrainedTokenizerBase | None = None,
-                cost_curve: Mapping[int, float] | ContextCostCurve | None = None) -> DecodingResult:
+                cost_curve: Mapping[int, float] | ContextCostCurve | None = None,
+                attention_mask: torch.Tensor | None = None) -> DecodingResult | list[DecodingResult]:
     """Speculative decoding: lossless, greedy or sampled, with optional dynamic draft lengths.
 
     `adaptive_draft` applies Hugging Face's heuristic: +2 draft tokens after a round where all
@@ -88,12 +85,17 @@ def speculative(target: PreTrainedModel, draft: PreTrainedModel, input_ids: torc
     With a `cost_curve` (the target's cost of a pass over n tokens relative to one; a
     `ContextCostCurve` gives it per context length) only the leading drafts worth their
     verification cost are verified, their confidences rescaled to the acceptance seen so far
-    (`core.draft_length`).
+    (`core.draft_length`). A batch (a list of prompts, or padded ids with `attention_mask`;
+    `core.batch.as_batch`) is decoded at once (`speculative_batch`) and gives one result per prompt.
     """
     check_sampling(temperature, top_p)
     check_positive("num_draft_tokens", num_draft_tokens)
     check_unit_interval("confidence_threshold", confidence_threshold)
     check_same_vocabulary(target, draft)
+    prompts = as_batch(input_ids, attention_mask)
+    if prompts is not None:
+        return speculative_batch(target, draft, prompts, max_new_tokens, num_draft_tokens, temperature, top_p, seed,
+                                 adaptive_draft, confidence_threshold, tokenizer, cost_curve)
     ids = prepare_prompt(input_ids, target, max_new_tokens)
     generator = make_generator(seed, ids.device)
     recorder = Recorder("speculative", ids[0].tolist(), max_new_tokens, eos_id(target))

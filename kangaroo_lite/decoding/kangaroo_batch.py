@@ -1,0 +1,122 @@
+"""Kangaroo for many prompts at once: every row drafts, verifies and accepts on its own.
+
+The rows draft in lockstep, one shallow pass + adapter pass per draft step for the whole batch;
+a row that stops drafting (its threshold, EOS, its token budget) rides along until every row
+has stopped, its extra drafts never verified. One deep pass then verifies every row's drafts,
+each row accepts its own prefix, and `core.batch.RaggedLayout` keeps the accepted columns
+per row (a rejected draft becomes a masked hole). The adapter reads the exited states of the
+columns it has not read yet (`pending`) with its next draft step, as for one prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ..adapter.model import KangarooAdapter
+from ..core.batch import BatchRows, RaggedLayout, crop_caches, prepare_batch, select_cache_rows
+from ..core.cache import truncate_cache
+from ..core.checks import eos_id
+from ..core.draft_length import AcceptanceCalibration, ContextCostCurve, best_draft_length, curve_for
+from ..core.result import DecodingResult
+from .draft_rows import COST, RowDrafts
+from .self_draft import SelfDraft
+
+
+@torch.inference_mode()
+def kangaroo_batch(target: PreTrainedModel, adapter: KangarooAdapter, prompts: Sequence[torch.Tensor],
+                   max_new_tokens: int, max_draft_tokens: int, threshold: float, temperature: float,
+                   top_p: float, seed: int | None, tokenizer: PreTrainedTokenizerBase | None,
+                   cost_curve: Mapping[int, float] | ContextCostCurve | None) -> list[DecodingResult]:
+    """`kangaroo` on a batch (arguments checked there); row i samples with `seed + i`."""
+    prompts = prepare_batch(prompts, target, max_new_tokens)
+    rows = BatchRows("kangaroo", prompts, max_new_tokens, eos_id(target), seed)
+    calibrations = [AcceptanceCalibration() for _ in prompts]
+    model = SelfDraft(target, adapter)
+    model.check_window(max(len(ids) for ids in prompts) + max_new_tokens)
+    layout = RaggedLayout(prompts)
+
+    # The shallow layers read every prompt but its last token; the adapter reads them with the first
+    # draft step (`pending`), the deep layers with the first verification (`unread`).
+    pending = unread = None
+    if layout.width:
+        empty = layout.valid[:, :0]
+        pending = unread = model.shallow_rows(layout.tokens, layout.positions(0), layout.mask(empty))
+
+    while rows.active:
+        width, active = layout.width, rows.active
+        drafts = RowDrafts(rows.budgets(max_draft_tokens), max_draft_tokens, threshold, temperature, top_p,
+                           [rows.generators[row] for row in active], eos_id(target))
+        exited = []
+        token = layout.last
+        while drafts.any_drafting():
+            step = len(exited)
+            ones = torch.ones(len(active), step + 1, dtype=torch.bool, device=token.device)
+            mask, positions = layout.mask(ones), layout.block_positions(step + 1)[:, step:]
+            hidden = model.shallow_rows(token, positions, mask)
+            exited.append(hidden)
+            read, read_positions = hidden, positions
+            if pending is not None:  # columns whose exited states the adapter has not read yet
+                start = model.adapter_cache.get_seq_length()
+                read = torch.cat([pending, hidden], 1)
+                read_positions = torch.cat([layout.positions(start), positions], 1)
+                pending = None
+            token = drafts.add(model.draft_rows(read, read_positions, mask))
+        counts = drafts.counts()
+        stops = drafts.stops()
+        if cost_curve is not None:
+            for i, row in enumerate(active):
+                if counts[i]:
+                    keep = best_draft_length(calibrations[row].corrected(drafts.confidences[i]),
+                                             curve_for(cost_curve, rows.context(i)))
+                    if keep < counts[i]:
+                        counts[i], stops[i] = keep, COST
+        longest = max(counts)
+        block = torch.cat([layout.last, drafts.tokens[:, :longest].to(layout.last.device)], 1)
+        if len(exited) == longest:  # the newest drafts have not run the shallow layers yet
+            ones = torch.ones(len(active), longest + 1, dtype=torch.bool, device=block.device)
+            exited.append(model.shallow_rows(block[:, -1:], layout.block_positions(longest + 1)[:, -1:],
+                                             layout.mask(ones)))
+        exited = torch.cat(exited[: longest + 1], 1)
+        columns = torch.arange(longest + 1, device=block.device)
+        block_valid = columns.unsqueeze(0) <= torch.tensor(counts, device=block.device).unsqueeze(1)
+        positions = layout.block_positions(longest + 1)
+        deep_input = exited
+        if unread is not None:  # the first verification also reads the prompts
+            deep_input = torch.cat([unread, exited], 1)
+            positions = torch.cat([layout.positions(0), positions], 1)
+            unread = None
+        target_logits = model.deep_rows(deep_input, positions, layout.mask(block_valid), keep_last=longest + 1)
+
+        accepted_counts, last_tokens = [], []
+        for i, row in enumerate(active):
+            step = drafts.verify(i, counts[i], target_logits[i, : counts[i] + 1], rows.generators[row])
+            step.info.update(exit_layer=model.exit_layer, confidences=drafts.confidences[i][: counts[i]],
+                             draft_stop=stops[i])
+            if cost_curve is not None:
+                step.info["calibration"] = calibrations[row].scale
+                calibrations[row].update(drafts.confidences[i][: counts[i]], step.accepted)
+            accepted_counts.append(step.accepted)
+            kept = rows.record(i, step)
+            last_tokens.append(kept[-1])
+        layout.append(block, columns.unsqueeze(0) <= torch.tensor(accepted_counts, device=block.device).unsqueeze(1))
+        layout.last = torch.tensor(last_tokens, device=block.device).unsqueeze(1)
+
+        kept = rows.retire(tokenizer)
+        if not rows.active:
+            break
+        if kept is not None:
+            layout.select(kept)
+            select_cache_rows(model.cache, kept)
+            select_cache_rows(model.adapter_cache, kept)
+            exited = exited[kept]
+        new_width = layout.crop()
+        crop_caches(new_width, model.cache)
+        truncate_cache(model.adapter_cache, new_width)
+        read = model.adapter_cache.get_seq_length()
+        if read < new_width:  # verified columns the adapter has not read: it reads them next round
+            pending = exited[:, read - width: new_width - width]
+    return rows.results()
+
