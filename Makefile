@@ -84,21 +84,21 @@ train-adapter: $(STAMP)  ## reproduce the shipped Kangaroo adapter (about 21 min
 	cp build/adapter-stage1/training.json data/models/adapter/training_stage1.json
 
 # SmolLM2's adapter, by self-distillation (Kangaroo's recipe): the target answers the project's
-# prompts (data/distill/prompts.jsonl), its exited states and top-32 next-token logits are computed
-# once (exit layers 1-3, for the comparison), then each adapter trains on them alone.
+# prompts (data/distill/prompts.jsonl) and the prompts whose material it wrote itself
+# (data/distill/written_prompts.jsonl), the exited states after layer 1 and the top-32 next-token
+# logits are computed once, then the adapter trains on them alone (docs/smollm2_adapter.md).
 DISTILL := $(HOME)/.cache/kangaroo_lite/distill
 SMOLLM2_ADAPTER := data/models/smollm2-adapter
 $(DISTILL)/replies.jsonl: data/distill/prompts.jsonl | $(STAMP)
 	$(BIN)/kangaroo-lite distill-replies --prompts $< --out $@
-$(DISTILL)/features/manifest.json: $(DISTILL)/replies.jsonl
-	rm -rf $(DISTILL)/features
-	$(BIN)/kangaroo-lite precompute-features --replies $< --exit-layers 1 2 3 --out $(DISTILL)/features
-SMOLLM2_TRAIN := --features $(DISTILL)/features --steps 2000 --lr 3e-3 --warmup 30 --threads 1
-train-adapter-smollm2: $(DISTILL)/features/manifest.json  ## reproduce SmolLM2's adapter (about 75 minutes here; docs/smollm2_adapter.md)
-	$(BIN)/kangaroo-lite train-adapter-features $(SMOLLM2_TRAIN) --exit-layer 2 --out build/smollm2-adapter-exit2 --force
-	$(BIN)/kangaroo-lite train-adapter-features $(SMOLLM2_TRAIN) --exit-layer 1 --out $(SMOLLM2_ADAPTER) --force
-	$(BIN)/kangaroo-lite compare-exit-layers build/smollm2-adapter-exit2 $(SMOLLM2_ADAPTER) --max-draft-tokens 3 \
-		--threshold 0.3 --repeats 1 --json $(SMOLLM2_ADAPTER)/exit_layers.json --force
+$(DISTILL)/replies_written.jsonl: data/distill/written_prompts.jsonl | $(STAMP)
+	$(BIN)/kangaroo-lite distill-replies --prompts $< --out $@
+$(DISTILL)/features_v2/manifest.json: $(DISTILL)/replies.jsonl $(DISTILL)/replies_written.jsonl
+	rm -rf $(DISTILL)/features_v2
+	$(BIN)/kangaroo-lite precompute-features --replies $^ --exit-layers 1 --threads 1 --out $(DISTILL)/features_v2
+train-adapter-smollm2: $(DISTILL)/features_v2/manifest.json  ## reproduce SmolLM2's adapter (about 3 hours here, replies included; docs/smollm2_adapter.md)
+	$(BIN)/kangaroo-lite train-adapter-features --features $(DISTILL)/features_v2 --exit-layer 1 --steps 5000 \
+		--lr 3e-3 --warmup 50 --held-out 64 --eval-every 500 --threads 1 --out $(SMOLLM2_ADAPTER) --force
 	$(BIN)/kangaroo-lite eval-adapter --model smollm2 --per-subtask 4 --max-new-tokens 48 \
 		--json $(SMOLLM2_ADAPTER)/evaluation.json --force
 

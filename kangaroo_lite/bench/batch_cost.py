@@ -20,7 +20,7 @@ from .timing import median_ms
 
 @torch.inference_mode()
 def batch_pass_costs(model: PreTrainedModel, prompt_ids: torch.Tensor, batch_sizes: Sequence[int],
-                     tokens_per_row: Sequence[int], repeats: int = 7) -> dict[int, dict[int, float]]:
+                     tokens_per_row: Sequence[int], repeats: int = 11) -> dict[int, dict[int, float]]:
     """Median milliseconds of one cached pass reading n new tokens in each of B rows: {B: {n: ms}}.
 
     Every row caches `prompt_ids` (1, L) first; each timed pass is rolled back, as a rejected

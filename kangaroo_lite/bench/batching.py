@@ -28,7 +28,7 @@ from .batch_cost import batch_cost_curves, batch_pass_costs
 from .lossless import classify_outputs
 from .measure import interleaved
 from .methods import method_runners
-from .runner import BASELINES, BenchConfig, bench_options, bench_prompts, environment, load_bench_models
+from .runner import BASELINES, BenchConfig, bench_options, bench_prompts, environment, load_bench_models, pick_evenly
 
 BATCHED = ("autoregressive", "hf_greedy", "speculative", "kangaroo")
 TOKENS_PER_ROW = (1, 2, 3, 4, 6, 8)  # the pass sizes timed per batch size
@@ -132,7 +132,8 @@ def _run(cfg: BenchConfig, batch_sizes: list[int], models: DefaultModels, progre
     if len(ids) < largest:
         raise ValueError(f"batch size {largest} needs at least {largest} prompts, the questions give {len(ids)}: "
                          "ask more questions per subtask")
-    ids = ids[: len(ids) - len(ids) % largest]  # the largest batches full; every batch size decodes the same prompts
+    # As many prompts as fill the largest batches, spread over the subtasks; every batch size decodes the same ones.
+    ids = pick_evenly(ids, len(ids) - len(ids) % largest)
     costs = batch_pass_costs(models.target, ids[0].unsqueeze(0), batch_sizes, TOKENS_PER_ROW)
     curves = batch_cost_curves(costs)
     reference = [autoregressive(models.target, p, cfg.max_new_tokens).tokens for p in ids] \

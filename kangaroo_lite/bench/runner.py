@@ -77,8 +77,8 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def pick_evenly(records: list[dict], count: int) -> list[dict]:
-    """`count` records spread evenly over the list (all of them when it is shorter): every MT-bench category."""
+def pick_evenly(records: list, count: int) -> list:
+    """`count` items spread evenly over the list (all of them when it is shorter): every MT-bench category."""
     if count >= len(records):
         return list(records)
     return [records[(i * len(records)) // count] for i in range(count)]
