@@ -80,9 +80,11 @@ class BatchRows:
         self.generators = row_generators(seed, len(prompts), prompts[0].device)
         self.active = list(range(len(prompts)))
 
-    def budgets(self, most: int) -> list[int]:
-        """Drafts each active row may propose: `most`, but never past its token budget."""
-        return [min(most, self.recorders[row].remaining - 1) for row in self.active]
+    def budgets(self, most: int | Sequence[int]) -> list[int]:
+        """Drafts each active row may propose: `most` (one for all, or one per active row), never past its token
+        budget."""
+        limits = [most] * len(self.active) if isinstance(most, int) else most
+        return [min(limit, self.recorders[row].remaining - 1) for row, limit in zip(self.active, limits, strict=True)]
 
     def context(self, position: int) -> int:
         """The length of an active row's sequence (prompt and new tokens)."""

@@ -17,7 +17,6 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..adapter.model import KangarooAdapter
 from ..core.batch import BatchRows, RaggedLayout, crop_caches, prepare_batch, select_cache_rows
-from ..core.cache import truncate_cache
 from ..core.checks import eos_id
 from ..core.draft_length import AcceptanceCalibration, ContextCostCurve, best_draft_length, curve_for
 from ..core.result import DecodingResult
@@ -113,8 +112,7 @@ def kangaroo_batch(target: PreTrainedModel, adapter: KangarooAdapter, prompts: S
             select_cache_rows(model.adapter_cache, kept)
             exited = exited[kept]
         new_width = layout.crop()
-        crop_caches(new_width, model.cache)
-        truncate_cache(model.adapter_cache, new_width)
+        crop_caches(new_width, model.cache, model.adapter_cache)
         read = model.adapter_cache.get_seq_length()
         if read < new_width:  # verified columns the adapter has not read: it reads them next round
             pending = exited[:, read - width: new_width - width]

@@ -43,8 +43,7 @@ def speculative_batch(target: PreTrainedModel, draft: PreTrainedModel, prompts: 
     cache, draft_cache = DynamicCache(config=target.config), DynamicCache(config=draft.config)
     while rows.active:
         device, active = layout.last.device, rows.active
-        budgets = [min(draft_lengths[row], budget) for row, budget in zip(active, rows.budgets(max_new_tokens),
-                                                                           strict=True)]
+        budgets = rows.budgets([draft_lengths[row] for row in active])
         drafts = RowDrafts(budgets, max(budgets + [1]), confidence_threshold, temperature, top_p,
                            [rows.generators[row] for row in active], eos_id(target), threshold_on_logits=True)
         token, step = layout.last, 0
