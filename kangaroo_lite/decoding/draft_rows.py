@@ -45,15 +45,14 @@ class RowDrafts:
     def add(self, logits: torch.Tensor) -> torch.Tensor:
         """Take one draft step's logits (B, V); returns every row's token (B, 1), the next step's input."""
         greedy = self.temperature == 0
-        softmax = torch.softmax(logits.float(), -1)
-        top_probs, top_tokens = softmax.max(-1)
-        previous = self.tokens[:, -1] if self.tokens.shape[1] else top_tokens.cpu()
-        chosen = previous.clone()
+        top_probs, top_tokens = torch.softmax(logits.float(), -1).max(-1)
+        top_probs, top_tokens = top_probs.tolist(), top_tokens.tolist()  # one transfer for the whole batch
+        chosen = self.tokens[:, -1].clone() if self.tokens.shape[1] else torch.tensor(top_tokens)
         for i, drafting in enumerate(self.drafting):
             if not drafting:
                 continue
             if greedy:
-                token, confidence = int(top_tokens[i]), float(top_probs[i])
+                token, confidence = top_tokens[i], top_probs[i]
             else:
                 q = warp(logits[i], self.temperature, self.top_p)
                 token = int(torch.multinomial(q, 1, generator=self.generators[i]))
@@ -62,7 +61,7 @@ class RowDrafts:
             chosen[i] = token
             self.confidences[i].append(confidence)
             self.logits[i].append(logits[i])
-            stop_confidence = float(top_probs[i]) if self.threshold_on_logits else confidence
+            stop_confidence = top_probs[i] if self.threshold_on_logits else confidence
             if token == self.eos:
                 self._stop(i, EOS)
             elif stop_confidence < self.threshold:
