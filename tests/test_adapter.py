@@ -13,6 +13,7 @@ from helpers import tiny_model
 from kangaroo_lite.adapter.model import KangarooAdapter, fingerprints_match, target_fingerprint
 from kangaroo_lite.adapter.training import draft_vocabulary, encode_corpus, evaluate_drafter, train_adapter
 from kangaroo_lite.adapter.vocab import rank_draft_vocab
+from kangaroo_lite.decoding.autoregressive import autoregressive
 from kangaroo_lite.decoding.kangaroo import kangaroo
 from kangaroo_lite.models.corpus import ASSISTANT, EOS, format_example, training_corpus
 from kangaroo_lite.models.tokenizer import train_tokenizer
@@ -102,6 +103,29 @@ def test_save_and_load_round_trip_gives_identical_outputs(tmp_path):
     after = kangaroo(target, loaded, [1, 2, 3], 20, threshold=0.3)
     assert before.tokens == after.tokens
     assert [s.info["confidences"] for s in before.steps[1:]] == [s.info["confidences"] for s in after.steps[1:]]
+
+
+def test_an_adapter_with_an_mlp_is_a_whole_decoder_layer_that_saves_loads_and_decodes_losslessly(tmp_path):
+    target = tiny_target()
+    adapter = KangarooAdapter.from_target(target, 1, mlp=True)
+    layer = target.model.layers[1]
+    assert adapter.num_parameters() == sum(p.numel() for p in layer.parameters()) + target.model.norm.weight.numel()
+    assert torch.equal(adapter.mlp.down_proj.weight, layer.mlp.down_proj.weight)  # copied, like the attention
+    plain = KangarooAdapter.from_target(target, 1)
+    exited = torch.randn(1, 4, 32)
+    rope = target.model.rotary_emb(exited, torch.arange(4).unsqueeze(0))
+    with torch.no_grad():
+        assert not torch.allclose(adapter(exited, rope), plain(exited, rope))  # the MLP does add something
+    with torch.no_grad():
+        for p in adapter.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    adapter.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "adapter_config.json").read_text())["mlp"] is True
+    loaded = KangarooAdapter.from_pretrained(tmp_path, target)
+    assert loaded.has_mlp and all(torch.equal(loaded.state_dict()[k], v) for k, v in adapter.state_dict().items())
+    base = autoregressive(target, [1, 2, 3], 20).tokens
+    assert kangaroo(target, loaded, [1, 2, 3], 20, threshold=0.0).tokens == base
+    assert kangaroo(target, loaded, [[1, 2, 3], [4, 5]], 20, threshold=0.0)[0].tokens == base  # a batch too
 
 
 def test_loading_with_a_target_of_other_weights_raises(tmp_path):

@@ -141,6 +141,21 @@ def test_cost_aware_drafting_and_adaptive_draft_lengths_work_per_row():
         assert [[s.drafted for s in r.steps] for r in batch] == [[s.drafted for s in a.steps] for a in alone]
 
 
+def test_draft_backoff_pauses_each_row_as_it_would_alone():
+    """Verification this dear leaves most drafts unverified: rows pause drafting, all of them at once at times."""
+    prompts = prompts_of([2, 40, 9, 17], seed=11)
+    curve = {1: 1.0, 2: 1.6, 3: 2.4}
+    batch = kangaroo(target(), adapter(), prompts, 30, threshold=0.0, cost_curve=curve)
+    for prompt, row in zip(prompts, batch, strict=True):
+        alone = kangaroo(target(), adapter(), prompt, 30, threshold=0.0, cost_curve=curve)
+        assert [(s.drafted, s.accepted, s.emitted, s.info["draft_stop"]) for s in row.steps] == \
+            [(s.drafted, s.accepted, s.emitted, s.info["draft_stop"]) for s in alone.steps]
+        assert row.tokens == autoregressive(target(), prompt, 30).tokens
+    stops = [[s.info["draft_stop"] for s in row.steps] for row in batch]
+    assert all("backoff" in row for row in stops)
+    assert any(all(row[i] == "backoff" for row in stops) for i in range(min(map(len, stops))))
+
+
 # ---------------------------------------------------------------- the layout: holes are invisible
 
 

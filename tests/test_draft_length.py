@@ -10,6 +10,7 @@ from kangaroo_lite import KangarooAdapter, autoregressive, kangaroo, speculative
 from kangaroo_lite.core.draft_length import (
     AcceptanceCalibration,
     ContextCostCurve,
+    DraftBackoff,
     best_draft_length,
     curve_at,
     curve_for,
@@ -109,3 +110,39 @@ def test_decoders_read_the_cost_curve_of_their_context_and_stay_lossless():
         assert run.tokens == base
         assert any(s.info["draft_stop"] == "cost" for s in run.steps) == drafts_cut
         assert speculative(target, draft, prompt, 20, num_draft_tokens=3, cost_curve=curves).tokens == base
+
+
+def test_backoff_pauses_longer_after_each_round_not_worth_verifying_and_starts_over_after_a_verified_one():
+    backoff, pattern = DraftBackoff(longest=4), []
+    for verified in (0, 0, 0, 0, 2, 0):
+        rounds = 0
+        while not backoff.drafts_now():  # the rounds paused before the next one that drafts
+            rounds += 1
+        pattern.append(rounds)
+        backoff.update(verified)
+    assert pattern == [0, 1, 2, 4, 4, 0]
+    never = DraftBackoff(longest=0)
+    never.update(0)
+    assert never.drafts_now()
+    with pytest.raises(ValueError, match="backoff"):
+        DraftBackoff(longest=-1)
+
+
+def test_kangaroo_pauses_drafting_where_drafts_do_not_pay_and_stays_lossless():
+    target = tiny_model(layers=4, vocab=64, seed=1, sharpness=3.0, eos=None)
+    adapter = KangarooAdapter.from_target(target, 2)
+    dear = {1: 1.0, 2: 1.6, 3: 2.4}
+    prompt = torch.tensor([[5, 6, 7, 8]])
+    base = autoregressive(target, prompt, 40).tokens
+    paused = kangaroo(target, adapter, prompt, 40, threshold=0.0, cost_curve=dear)
+    eager = kangaroo(target, adapter, prompt, 40, threshold=0.0, cost_curve=dear, backoff=0)
+    assert paused.tokens == eager.tokens == base
+    stops = [s.info["draft_stop"] for s in paused.steps]
+    assert "backoff" in stops and "backoff" not in [s.info["draft_stop"] for s in eager.steps]
+    assert all(not s.drafted for s in paused.steps if s.info["draft_stop"] == "backoff")
+    # Fewer rounds run the adapter (a backoff round has no draft step) for the same target passes.
+    assert len(paused.steps) - stops.count("backoff") < len(eager.steps)
+    plain = kangaroo(target, adapter, prompt, 40, threshold=0.0, backoff=4)  # no cost curve: never pauses
+    assert plain.tokens == base and "backoff" not in [s.info["draft_stop"] for s in plain.steps]
+    with pytest.raises(ValueError, match="backoff"):
+        kangaroo(target, adapter, prompt, 5, backoff=-1)

@@ -20,9 +20,9 @@ def self_draft_logits(target, adapter, ids):
         return target.lm_head(_adapter_states(adapter, target, exited))
 
 
-def trained_like(target, exit_layer, seed=3):
+def trained_like(target, exit_layer, seed=3, mlp=False):
     """An adapter whose weights differ from the copied layer, as a trained one's do."""
-    adapter = KangarooAdapter.from_target(target, exit_layer)
+    adapter = KangarooAdapter.from_target(target, exit_layer, mlp=mlp)
     torch.manual_seed(seed)
     with torch.no_grad():
         for p in adapter.parameters():
@@ -31,10 +31,10 @@ def trained_like(target, exit_layer, seed=3):
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
-@pytest.mark.parametrize("exit_layer", [1, 2])
-def test_exported_draft_logits_equal_the_self_draft(arch, exit_layer, tmp_path):
+@pytest.mark.parametrize("exit_layer,mlp", [(1, False), (2, False), (1, True)])
+def test_exported_draft_logits_equal_the_self_draft(arch, exit_layer, mlp, tmp_path):
     target = tiny_model(arch, layers=4, vocab=96, seed=1, sharpness=3.0)
-    adapter = trained_like(target, exit_layer)
+    adapter = trained_like(target, exit_layer, mlp=mlp)
     exported = export_self_draft(target, adapter)
     assert exported.config.num_hidden_layers == exit_layer + 1
     assert type(exported) is type(target)

@@ -5,8 +5,9 @@ adapter is a decoder block without MLP: input norm, attention, residual. So the 
 a model of the target's own class with ℓ + 1 layers: layers 0…ℓ-1 copied from the target, layer
 ℓ holding the adapter's norm and attention and an MLP whose output projection is zero (it adds
 exactly nothing to the residual), the adapter's final norm as the model's norm, and the target's
-LM head. `save_pretrained` writes it; `from_pretrained` loads it anywhere: our `speculative` and
-`mtad`, Hugging Face's `generate(assistant_model=…)`, vLLM's or SGLang's draft-model speculation.
+LM head (an adapter with an MLP fills layer ℓ's MLP with its own). `save_pretrained` writes it;
+`from_pretrained` loads it anywhere: our `speculative` and `mtad`, Hugging Face's
+`generate(assistant_model=…)`, vLLM's or SGLang's draft-model speculation.
 
 What it gives up against Kangaroo proper: its KV cache is its own (the shallow layers run twice,
 once in the draft and once in the target) and it scores the whole vocabulary. The benchmark row
@@ -40,8 +41,12 @@ def export_self_draft(target: PreTrainedModel, adapter: KangarooAdapter) -> PreT
         block = model.layers[exit_layer]
         block.input_layernorm.load_state_dict(adapter.input_layernorm.state_dict())
         block.self_attn.load_state_dict(adapter.self_attn.state_dict())
-        for parameter in block.mlp.parameters():
-            parameter.zero_()  # the MLP adds nothing: SiLU(0) · 0 through a zero projection is exactly 0
+        if adapter.has_mlp:
+            block.post_attention_layernorm.load_state_dict(adapter.post_attention_layernorm.state_dict())
+            block.mlp.load_state_dict(adapter.mlp.state_dict())
+        else:
+            for parameter in block.mlp.parameters():
+                parameter.zero_()  # the MLP adds nothing: SiLU(0) · 0 through a zero projection is exactly 0
         model.norm.load_state_dict(adapter.norm.state_dict())
         if not config.tie_word_embeddings:
             draft.lm_head.load_state_dict(target.lm_head.state_dict())

@@ -3,7 +3,9 @@
 The self-draft model is the target's first `exit_layer` decoder layers (shared, frozen), then
 this adapter, then the target's LM head (shared, frozen). The adapter is one decoder block of
 the target's own architecture with the MLP removed: input RMSNorm, self-attention with RoPE,
-residual add, and a final RMSNorm (Kangaroo, arXiv 2404.18911).
+residual add, and a final RMSNorm (Kangaroo, arXiv 2404.18911). With `mlp=True` it keeps the
+block's MLP too (post-attention RMSNorm, MLP, residual add): a whole decoder layer, four times
+the weights, for a drafter that has more to learn than a one-layer attention can hold.
 """
 
 from __future__ import annotations
@@ -77,9 +79,12 @@ def target_summary_of(target: PreTrainedModel) -> dict:
 
 
 class KangarooAdapter(nn.Module):
-    """Input RMSNorm -> self-attention (RoPE) -> residual -> final RMSNorm; no MLP, no LM head."""
+    """Input RMSNorm -> self-attention (RoPE) -> residual [-> RMSNorm -> MLP -> residual] -> final RMSNorm.
 
-    def __init__(self, target: PreTrainedModel, exit_layer: int):
+    No LM head: the self-draft uses the target's. The bracketed MLP only with `mlp=True`.
+    """
+
+    def __init__(self, target: PreTrainedModel, exit_layer: int, mlp: bool = False):
         super().__init__()
         check_target(target)
         check_exit_layer(target, exit_layer)
@@ -91,6 +96,10 @@ class KangarooAdapter(nn.Module):
         norm_class = type(target.model.norm)
         self.input_layernorm = norm_class(config.hidden_size, eps=config.rms_norm_eps)
         self.self_attn = type(target.model.layers[exit_layer].self_attn)(config, layer_idx=0)
+        self.has_mlp = mlp
+        if mlp:
+            self.post_attention_layernorm = norm_class(config.hidden_size, eps=config.rms_norm_eps)
+            self.mlp = type(target.model.layers[exit_layer].mlp)(config)
         self.norm = norm_class(config.hidden_size, eps=config.rms_norm_eps)
         self.draft_vocab: torch.Tensor | None  # token ids the self-draft may propose; None: all of them
         # Moves with the adapter; saved by save_pretrained, outside the state dict, so that adapters
@@ -130,24 +139,26 @@ class KangarooAdapter(nn.Module):
         return cached[2], cached[3]
 
     @classmethod
-    def from_target(cls, target: PreTrainedModel, exit_layer: int, init: str = "copy") -> KangarooAdapter:
-        """A fresh adapter for `target` exiting after `exit_layer` layers.
+    def from_target(cls, target: PreTrainedModel, exit_layer: int, init: str = "copy",
+                    mlp: bool = False) -> KangarooAdapter:
+        """A fresh adapter for `target` exiting after `exit_layer` layers (with an MLP if `mlp`).
 
-        `init="copy"` starts from the target's own layer `exit_layer` attention and norm (the
-        block that reads the same hidden states next) and the target's final norm, so even an
-        untrained adapter drafts reasonably; `init="random"` uses the target's initializer range.
+        `init="copy"` starts from the target's own layer `exit_layer` attention, norms (and MLP)
+        — the block that reads the same hidden states next — and the target's final norm, so even
+        an untrained adapter drafts reasonably; `init="random"` uses the target's initializer range.
         """
         if init not in ("copy", "random"):
             raise ValueError(f"init must be 'copy' or 'random', got {init!r}")
-        adapter = cls(target, exit_layer)
+        adapter = cls(target, exit_layer, mlp=mlp)
         if init == "copy":
             layer = target.model.layers[exit_layer]
-            adapter.input_layernorm.load_state_dict(layer.input_layernorm.state_dict())
-            adapter.self_attn.load_state_dict(layer.self_attn.state_dict())
+            parts = ["input_layernorm", "self_attn", *(["post_attention_layernorm", "mlp"] if mlp else [])]
+            for name in parts:
+                getattr(adapter, name).load_state_dict(getattr(layer, name).state_dict())
             adapter.norm.load_state_dict(target.model.norm.state_dict())
         else:
             std = getattr(target.config, "initializer_range", 0.02)
-            for module in adapter.self_attn.modules():
+            for module in [*adapter.self_attn.modules(), *(adapter.mlp.modules() if mlp else [])]:
                 if isinstance(module, nn.Linear):
                     nn.init.normal_(module.weight, std=std)
                     if module.bias is not None:
@@ -169,7 +180,10 @@ class KangarooAdapter(nn.Module):
             attention_mask=attention_mask,
             cache=cache,
         )
-        return self.norm(hidden_states + attended)
+        hidden_states = hidden_states + attended
+        if self.has_mlp:
+            hidden_states = hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
+        return self.norm(hidden_states)
 
     def causal_mask(
         self, hidden_states: torch.Tensor, position_ids: torch.Tensor, cache: DynamicCache | None = None,
@@ -218,6 +232,7 @@ class KangarooAdapter(nn.Module):
         save_file(tensors, directory / WEIGHTS_NAME, metadata={"format": "pt"})
         config = dict(
             exit_layer=self.exit_layer,
+            mlp=self.has_mlp,
             target=self.target_summary,
             target_fingerprint=self.target_fingerprint,
             num_parameters=self.num_parameters(),
@@ -246,7 +261,7 @@ class KangarooAdapter(nn.Module):
                 f"the adapter in {directory} was trained for another target: the same shapes, "
                 "but different weights (their fingerprints differ)"
             )
-        adapter = cls(target, config["exit_layer"])
+        adapter = cls(target, config["exit_layer"], mlp=config.get("mlp", False))
         tensors = load_file(directory / WEIGHTS_NAME)
         vocab = tensors.pop(DRAFT_VOCAB, None)
         adapter.load_state_dict(tensors)

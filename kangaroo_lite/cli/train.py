@@ -188,7 +188,10 @@ def cmd_train_adapter_on_features(args: argparse.Namespace) -> None:
     features = FeatureShards(args.features, target, args.exit_layer)
     examples = [(e.ids, e.predicts_reply) for e in features.examples()]
     vocab = draft_vocab_of(examples, args.draft_vocab_size, tokenizer.eos_token_id)
-    init = KangarooAdapter.from_pretrained(args.init, target) if args.init else None
+    if args.init:
+        init = KangarooAdapter.from_pretrained(args.init, target)
+    else:
+        init = KangarooAdapter.from_target(target, args.exit_layer, mlp=args.mlp) if args.mlp else None
     start = time.perf_counter()
     adapter, history = train_adapter_on_features(target, features, vocab, steps=args.steps, lr=args.lr,
                                                  batch_size=args.batch_size, warmup=args.warmup, seed=args.seed,

@@ -54,6 +54,12 @@ def check_positive(name: str, value: int) -> None:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
+def check_non_negative(name: str, value: int) -> None:
+    """Raise `ValueError` unless `value` is an integer >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+
+
 def eos_id(model: PreTrainedModel) -> int | None:
     """The model's end-of-sequence id (the first one when several are configured)."""
     eos = model.generation_config.eos_token_id

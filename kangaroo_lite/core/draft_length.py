@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from .checks import check_non_negative
+
 
 def curve_at(curve: Mapping[int, float], tokens: int) -> float:
     """The relative cost of a pass over `tokens` new tokens (the largest measured size beyond the curve)."""
@@ -102,3 +104,35 @@ class AcceptanceCalibration:
         reached = confidences[: accepted + 1]
         self.expected += sum(reached)
         self.accepted += accepted
+
+
+@dataclass
+class DraftBackoff:
+    """Skip drafting for a while after rounds whose drafts were not worth verifying.
+
+    After such a round the next round does not draft; if the round after that again verifies
+    nothing, the next two skip, then four, up to `longest` rounds in a row. A round that
+    verifies a draft starts over. `longest=0` never skips.
+    """
+
+    longest: int = 4
+    skip: int = 0  # rounds the last pause skipped
+    wait: int = 0  # rounds still to skip
+
+    def __post_init__(self) -> None:
+        check_non_negative("backoff", self.longest)
+
+    def drafts_now(self) -> bool:
+        """Whether this round drafts (a skipped round counts down the pause)."""
+        if self.wait:
+            self.wait -= 1
+            return False
+        return True
+
+    def update(self, verified: int) -> None:
+        """Record a round that drafted and then verified `verified` of its drafts."""
+        if verified or not self.longest:
+            self.skip = 0
+            return
+        self.skip = min(2 * self.skip or 1, self.longest)
+        self.wait = self.skip

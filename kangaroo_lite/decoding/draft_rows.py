@@ -17,6 +17,7 @@ from ..core.result import Step
 from ..core.sampling import probs_of, verify_drafts, warp
 
 THRESHOLD, MAX_DRAFT_TOKENS, BUDGET, EOS, COST = "threshold", "max_draft_tokens", "budget", "eos", "cost"
+BACKOFF = "backoff"  # no drafting this round: recent drafts were not worth verifying (`DraftBackoff`)
 
 
 class RowDrafts:

@@ -28,11 +28,11 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..adapter.model import KangarooAdapter, check_target
 from ..core.batch import as_batch
-from ..core.checks import check_positive, check_unit_interval, eos_id, prepare_prompt
-from ..core.draft_length import AcceptanceCalibration, ContextCostCurve, best_draft_length, curve_for
+from ..core.checks import check_non_negative, check_positive, check_unit_interval, eos_id, prepare_prompt
+from ..core.draft_length import AcceptanceCalibration, ContextCostCurve, DraftBackoff, best_draft_length, curve_for
 from ..core.result import DecodingResult, Recorder, Step
 from ..core.sampling import check_sampling, make_generator, probs_of, verify_drafts, warp
-from .draft_rows import BUDGET, COST, EOS, MAX_DRAFT_TOKENS, THRESHOLD
+from .draft_rows import BACKOFF, BUDGET, COST, EOS, MAX_DRAFT_TOKENS, THRESHOLD
 from .kangaroo_batch import kangaroo_batch
 from .self_draft import SelfDraft
 
@@ -108,6 +108,7 @@ def kangaroo(
     on_round: Callable[[SelfDraft, torch.Tensor], None] | None = None,
     cost_curve: Mapping[int, float] | ContextCostCurve | None = None,
     attention_mask: torch.Tensor | None = None,
+    backoff: int = 4,
 ) -> DecodingResult | list[DecodingResult]:
     """Kangaroo self-speculative decoding: lossless, greedy or sampled.
 
@@ -122,6 +123,9 @@ def kangaroo(
     their verification cost are verified
     (`core.draft_length.best_draft_length`), their confidences first rescaled to the acceptance
     this generation has seen (`core.draft_length.AcceptanceCalibration`; `info["calibration"]`).
+    With a `cost_curve`, a round whose drafts were not worth verifying also pauses drafting for
+    the next 1, 2, 4 … up to `backoff` rounds ("backoff": those rounds decode one token, as
+    autoregressive decoding does; `core.draft_length.DraftBackoff`; 0: never pause).
     `on_round(state, sequence)` is called after the prefill and after every round, for
     inspection (the cache invariant tests use it).
 
@@ -132,6 +136,7 @@ def kangaroo(
     check_sampling(temperature, top_p)
     check_positive("max_draft_tokens", max_draft_tokens)
     check_unit_interval("threshold", threshold)
+    check_non_negative("backoff", backoff)
     check_target(target)
     if not isinstance(adapter, KangarooAdapter):
         raise TypeError(f"adapter must be a KangarooAdapter, got {type(adapter).__name__}")
@@ -141,10 +146,11 @@ def kangaroo(
         if on_round is not None:
             raise ValueError("on_round inspects one prompt's decoding: not available for a batch")
         return kangaroo_batch(target, adapter, prompts, max_new_tokens, max_draft_tokens, threshold, temperature,
-                              top_p, seed, tokenizer, cost_curve)
+                              top_p, seed, tokenizer, cost_curve, backoff)
     ids = prepare_prompt(input_ids, target, max_new_tokens)
     generator = make_generator(seed, ids.device)
     recorder = Recorder("kangaroo", ids[0].tolist(), max_new_tokens, eos_id(target))
+    pause = DraftBackoff(backoff if cost_curve is not None else 0)
     model = SelfDraft(target, adapter)
     model.check_window(ids.shape[1] + max_new_tokens)
 
@@ -159,13 +165,15 @@ def kangaroo(
     while not recorder.done:
         context = sequence.shape[1]
         budget = min(max_draft_tokens, recorder.remaining - 1)  # never draft past max_new_tokens
+        paused = budget > 0 and not pause.drafts_now()
         drafted, q, draft_logits, confidences, exited, stop = _draft(
-            model, sequence[:, -1:], context - 1, budget, threshold, temperature, top_p, generator,
+            model, sequence[:, -1:], context - 1, 0 if paused else budget, threshold, temperature, top_p, generator,
             recorder.eos_token_id,
         )
-        stop = stop or (MAX_DRAFT_TOKENS if budget == max_draft_tokens else BUDGET)
+        stop = stop or (BACKOFF if paused else MAX_DRAFT_TOKENS if budget == max_draft_tokens else BUDGET)
         if cost_curve is not None and drafted:
             keep = best_draft_length(calibration.corrected(confidences), curve_for(cost_curve, context))
+            pause.update(keep)
             if keep < len(drafted):  # the rest are not worth verifying; rollback forgets their states
                 drafted, confidences, exited, stop = drafted[:keep], confidences[:keep], exited[: keep + 1], COST
                 draft_logits = draft_logits[:keep]

@@ -18,9 +18,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..adapter.model import KangarooAdapter
 from ..core.batch import BatchRows, RaggedLayout, crop_caches, prepare_batch, select_cache_rows
 from ..core.checks import eos_id
-from ..core.draft_length import AcceptanceCalibration, ContextCostCurve, best_draft_length, curve_for
+from ..core.draft_length import AcceptanceCalibration, ContextCostCurve, DraftBackoff, best_draft_length, curve_for
 from ..core.result import DecodingResult
-from .draft_rows import COST, RowDrafts
+from .draft_rows import BACKOFF, COST, RowDrafts
 from .self_draft import SelfDraft
 
 
@@ -28,11 +28,12 @@ from .self_draft import SelfDraft
 def kangaroo_batch(target: PreTrainedModel, adapter: KangarooAdapter, prompts: Sequence[torch.Tensor],
                    max_new_tokens: int, max_draft_tokens: int, threshold: float, temperature: float,
                    top_p: float, seed: int | None, tokenizer: PreTrainedTokenizerBase | None,
-                   cost_curve: Mapping[int, float] | ContextCostCurve | None) -> list[DecodingResult]:
+                   cost_curve: Mapping[int, float] | ContextCostCurve | None, backoff: int) -> list[DecodingResult]:
     """`kangaroo` on a batch (arguments checked there); row i samples with `seed + i`."""
     prompts = prepare_batch(prompts, target, max_new_tokens)
     rows = BatchRows("kangaroo", prompts, max_new_tokens, eos_id(target), seed)
     calibrations = [AcceptanceCalibration() for _ in prompts]
+    pauses = [DraftBackoff(backoff if cost_curve is not None else 0) for _ in prompts]
     model = SelfDraft(target, adapter)
     model.check_window(max(len(ids) for ids in prompts) + max_new_tokens)
     layout = RaggedLayout(prompts)
@@ -46,8 +47,11 @@ def kangaroo_batch(target: PreTrainedModel, adapter: KangarooAdapter, prompts: S
 
     while rows.active:
         width, active = layout.width, rows.active
-        drafts = RowDrafts(rows.budgets(max_draft_tokens), max_draft_tokens, threshold, temperature, top_p,
-                           [rows.generators[row] for row in active], eos_id(target))
+        budgets = rows.budgets(max_draft_tokens)
+        paused = [budget > 0 and not pauses[row].drafts_now() for row, budget in zip(active, budgets, strict=True)]
+        drafts = RowDrafts([0 if pause else budget for pause, budget in zip(paused, budgets, strict=True)],
+                           max_draft_tokens, threshold, temperature, top_p, [rows.generators[row] for row in active],
+                           eos_id(target))
         exited = []
         token = layout.last
         while drafts.any_drafting():
@@ -64,12 +68,13 @@ def kangaroo_batch(target: PreTrainedModel, adapter: KangarooAdapter, prompts: S
                 pending = None
             token = drafts.add(model.draft_rows(read, read_positions, mask))
         counts = drafts.counts()
-        stops = drafts.stops()
+        stops = [BACKOFF if pause else stop for pause, stop in zip(paused, drafts.stops(), strict=True)]
         if cost_curve is not None:
             for i, row in enumerate(active):
                 if counts[i]:
                     keep = best_draft_length(calibrations[row].corrected(drafts.confidences[i]),
                                              curve_for(cost_curve, rows.context(i)))
+                    pauses[row].update(keep)
                     if keep < counts[i]:
                         counts[i], stops[i] = keep, COST
         longest = max(counts)
@@ -111,10 +116,13 @@ def kangaroo_batch(target: PreTrainedModel, adapter: KangarooAdapter, prompts: S
             select_cache_rows(model.cache, kept)
             select_cache_rows(model.adapter_cache, kept)
             exited = exited[kept]
+            pending = None if pending is None else pending[kept]
         new_width = layout.crop()
         crop_caches(new_width, model.cache, model.adapter_cache)
+        # Columns the adapter has not read (a round without any draft step read none): it reads them next round.
         read = model.adapter_cache.get_seq_length()
-        if read < new_width:  # verified columns the adapter has not read: it reads them next round
-            pending = exited[:, read - width: new_width - width]
+        start = width if pending is None else width - pending.shape[1]
+        unread_states = exited if pending is None else torch.cat([pending, exited], 1)
+        pending = unread_states[:, read - start: new_width - start] if read < new_width else None
     return rows.results()
 
