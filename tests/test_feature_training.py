@@ -18,6 +18,7 @@ from training_runs import assert_histories_close, history, launch, max_weight_di
 
 from kangaroo_lite.adapter.distill import train_adapter_on_features
 from kangaroo_lite.adapter.features import FeatureDataset, FeatureShards, precompute_features
+from kangaroo_lite.adapter.model import KangarooAdapter
 from kangaroo_lite.cli import main
 from kangaroo_lite.models.loading import DATA_DIR, load_model
 
@@ -156,3 +157,12 @@ def test_the_timing_command_compares_both_ways_on_the_same_batches(feature_dir, 
     with pytest.raises(SystemExit, match="already exists"):
         main(["time-feature-training", "--model", "tiny", "--features", str(feature_dir), "--json",
               str(report_path)])
+
+
+def test_an_adapter_with_an_mlp_trains_from_features(feature_dir, shipped_target, tmp_path):
+    out = tmp_path / "mlp"
+    main([*RUN, *ONE, "--mlp", "--features", str(feature_dir), "--out", str(out)])
+    adapter = KangarooAdapter.from_pretrained(out, shipped_target)
+    start = KangarooAdapter.from_target(shipped_target, 1, mlp=True)
+    assert adapter.has_mlp and json.loads((out / "adapter_config.json").read_text())["mlp"] is True
+    assert not torch.equal(adapter.mlp.down_proj.weight, start.mlp.down_proj.weight)  # the MLP trained too
