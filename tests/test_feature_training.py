@@ -166,3 +166,7 @@ def test_an_adapter_with_an_mlp_trains_from_features(feature_dir, shipped_target
     start = KangarooAdapter.from_target(shipped_target, 1, mlp=True)
     assert adapter.has_mlp and json.loads((out / "adapter_config.json").read_text())["mlp"] is True
     assert not torch.equal(adapter.mlp.down_proj.weight, start.mlp.down_proj.weight)  # the MLP trained too
+    plain = tmp_path / "plain"
+    KangarooAdapter.from_target(shipped_target, 1).save_pretrained(plain)
+    with pytest.raises(SystemExit, match="has no MLP"):
+        main([*RUN, *ONE, "--mlp", "--init", str(plain), "--features", str(feature_dir), "--out", str(tmp_path / "x")])

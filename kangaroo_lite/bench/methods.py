@@ -48,7 +48,7 @@ MEASURED = "measured"  # an option value the benchmark replaces with the cost cu
 # less often than the tiny world's: short drafts, and only those worth their verification cost
 # (`cost_curve`, measured at the start of the run). Kangaroo stops drafting below 0.8: each further
 # draft costs a shallow pass and an adapter step, and its drafts below 0.8 were mostly rejected (on the
-# real questions 0.6 and 0.8 were 1-4% faster than 0.3 on every subtask tried; docs/smollm2_adapter.md).
+# real questions 0.6 and 0.8 were up to 4% faster than 0.3 on every subtask tried; docs/smollm2_adapter.md).
 MODEL_SET_OPTIONS: dict[str, dict[str, dict]] = {
     "smollm2": {
         "speculative": {"num_draft_tokens": 3, "confidence_threshold": 0.3, "cost_curve": MEASURED},

@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     distil.add_argument("--out", required=True)
     distil.add_argument("--init", help="continue training this adapter")
     distil.add_argument("--mlp", action="store_true",
-                        help="an adapter with the decoder block's MLP too (a whole decoder layer, 4x the weights)")
+                        help="keep the decoder block's MLP in the adapter (a whole layer; SmolLM2: 3.5M weights)")
     distil.add_argument("--draft-vocab-size", type=int, default=8192)
     distil.add_argument("--steps", type=int, default=2000)
     distil.add_argument("--batch-size", type=int, default=8)

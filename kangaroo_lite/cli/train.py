@@ -190,6 +190,8 @@ def cmd_train_adapter_on_features(args: argparse.Namespace) -> None:
     vocab = draft_vocab_of(examples, args.draft_vocab_size, tokenizer.eos_token_id)
     if args.init:
         init = KangarooAdapter.from_pretrained(args.init, target)
+        if args.mlp and not init.has_mlp:
+            raise SystemExit(f"--mlp: the adapter in {args.init} has no MLP to continue training")
     else:
         init = KangarooAdapter.from_target(target, args.exit_layer, mlp=args.mlp) if args.mlp else None
     start = time.perf_counter()
