@@ -2,15 +2,20 @@
 
 import pytest
 import torch
+from helpers import tiny_model
 
+from kangaroo_lite import KangarooAdapter
 from kangaroo_lite.bench.cost_model import (
     FREE_VERIFICATION,
+    Spread,
     best_expected_speedup,
     expected_speedup,
     expected_tokens_per_step,
+    round_costs,
 )
 from kangaroo_lite.bench.measure import interleaved, speedups
-from kangaroo_lite.core.result import DecodingResult
+from kangaroo_lite.bench.timing import samples_ms
+from kangaroo_lite.core.result import DecodingResult, Step, acceptance_rate, judged_acceptance_rate
 
 
 def _fake(name, seconds_per_token, tokens, calls):
@@ -66,3 +71,44 @@ def test_a_costly_verification_pass_shortens_the_best_draft_and_caps_the_speedup
     assert best_expected_speedup(0.2, 0.05, cpu)[1] < 1  # a weak drafter cannot pay for the pass here
     with pytest.raises(ValueError, match="max_gamma"):
         best_expected_speedup(0.5, 0.1, cpu, max_gamma=0)
+
+
+def test_samples_ms_times_each_repeat_after_two_warm_ups_and_rolls_back_after_each():
+    events = []
+    samples = samples_ms(lambda: events.append("step"), lambda: events.append("rollback"), repeats=3)
+    assert len(samples) == 3 and all(s >= 0 for s in samples)
+    assert events == ["step", "rollback"] * 5
+    with pytest.raises(ValueError, match="repeats"):
+        samples_ms(lambda: None, lambda: None, repeats=0)
+
+
+def test_a_spread_is_the_median_and_quartiles_divided_by_the_scale():
+    spread = Spread.of([1.0, 2.0, 3.0, 4.0, 5.0], scale=2.0)
+    assert spread.median == 1.5 and spread.low <= spread.median <= spread.high
+    assert Spread.of([4.0]) == Spread(4.0, 4.0, 4.0)
+
+
+@pytest.mark.parametrize("drafter", ["draft model", "adapter"])
+def test_round_costs_measure_c_and_the_verification_curve_relative_to_one_target_pass(drafter):
+    target = tiny_model(layers=3, hidden=32, vocab=64)
+    draft = tiny_model(layers=1, hidden=16, vocab=64, seed=1) if drafter == "draft model" else (
+        KangarooAdapter.from_target(target, 1))
+    prompt = torch.tensor([[0, 5, 9, 11, 3]])
+    costs = round_costs(target, draft, prompt, sizes=[2, 4], repeats=3)
+    assert sorted(costs.curve) == [1, 2, 4]  # a one-token pass is always measured: the unit
+    assert costs.curve[1].median == pytest.approx(1.0)
+    assert costs.c == costs.draft.median > 0 and costs.draft.low <= costs.c <= costs.draft.high
+    assert costs.target_ms.median > 0
+    assert costs.verify_cost(3) == pytest.approx((costs.curve[2].median + costs.curve[4].median) / 2)
+    assert costs.expected_speedup(0.5, 2) == pytest.approx(
+        expected_speedup(0.5, 2, costs.c, costs.verify_cost(3)))
+
+
+def test_the_judged_acceptance_rate_counts_accepted_drafts_and_the_first_rejection_of_each_round():
+    steps = [Step(emitted=[1, 2, 3], drafted=[1, 2, 4, 5], accepted=2),  # 2 accepted, 1 rejected, 1 unjudged
+             Step(emitted=[1, 2, 3], drafted=[1, 2], accepted=2),  # both accepted: nothing rejected
+             Step(emitted=[7], drafted=[8, 9], accepted=0),  # the first rejected, the second unjudged
+             Step(emitted=[4], drafted=[], accepted=0)]  # no drafts: nothing judged
+    assert judged_acceptance_rate(steps) == pytest.approx(4 / 6)
+    assert acceptance_rate(steps) == pytest.approx(4 / 8)  # the pooled rate counts unjudged drafts as rejected
+    assert judged_acceptance_rate([]) == 0.0

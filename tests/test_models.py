@@ -59,3 +59,11 @@ def test_tokenizer_model_vocabulary_mismatch_is_rejected(shipped):
 def test_load_default_from_an_empty_folder_says_what_is_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="tokenizer"):
         load_default(data_dir=tmp_path)
+
+
+def test_loading_a_checkpoint_prints_no_progress_bar_and_leaves_bars_as_they_were(capfd):
+    from transformers.utils import logging as hf_logging
+
+    load_model(DATA_DIR / "models" / "draft")
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()  # other transformers bars (a download, a conversion) still show

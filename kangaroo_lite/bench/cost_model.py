@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
@@ -10,7 +12,8 @@ from transformers import DynamicCache, PreTrainedModel
 from ..adapter.model import KangarooAdapter
 from ..core.cache import truncate_cache
 from ..core.draft_length import ContextCostCurve
-from .timing import forward_latency_ms, median_ms
+from ..decoding.self_draft import SelfDraft
+from .timing import forward_latency_ms, median_ms, samples_ms
 
 
 def _check_alpha(alpha: float) -> None:
@@ -105,3 +108,89 @@ def self_draft_cost_ratio(target: PreTrainedModel, adapter: KangarooAdapter, pro
     step = median_ms(lambda: torch.nn.functional.linear(adapter(last, last_rope, cache=cache)[0, -1], weight, bias),
                      lambda: truncate_cache(cache, length), repeats)
     return step / forward_latency_ms(target, prompt_ids, [1], repeats)[1]
+
+
+@dataclass(frozen=True)
+class Spread:
+    """A timing over repeats: its median and interquartile range."""
+
+    median: float
+    low: float  # 25th percentile
+    high: float  # 75th percentile
+
+    @classmethod
+    def of(cls, samples: Sequence[float], scale: float = 1.0) -> Spread:
+        """The median and quartiles of `samples`, each divided by `scale`."""
+        q1, q2, q3 = statistics.quantiles(samples, n=4) if len(samples) > 1 else [samples[0]] * 3
+        return cls(q2 / scale, q1 / scale, q3 / scale)
+
+
+@dataclass(frozen=True)
+class RoundCosts:
+    """What a speculative round costs, measured after one prompt, in target passes over one token.
+
+    `draft` is c, one draft step relative to one target pass (for Kangaroo the whole step: the
+    shallow layers, the adapter and the draft head); `curve[n]` is v(n), one target pass over n new
+    tokens (a verification of n − 1 drafts) relative to one pass over one token. Each is a `Spread`
+    over repeats, all divided by the median one-token pass (`target_ms`).
+    """
+
+    target_ms: Spread
+    draft: Spread
+    curve: dict[int, Spread]
+
+    @property
+    def c(self) -> float:
+        """The cost ratio c: the median draft step over the median target pass."""
+        return self.draft.median
+
+    def verify_cost(self, tokens: float) -> float:
+        """v(n): the median cost of a target pass over `tokens` tokens (linear between measured sizes)."""
+        return relative_cost({n: s.median for n, s in self.curve.items()}, tokens)
+
+    def expected_speedup(self, alpha: float, gamma: float) -> float:
+        """The cost model's estimate: (1 − α^(γ+1)) / ((1 − α)(γc + v(γ + 1))), from α and these costs."""
+        return expected_speedup(alpha, gamma, self.c, self.verify_cost(gamma + 1))
+
+
+@torch.inference_mode()
+def round_costs(target: PreTrainedModel, drafter: PreTrainedModel | KangarooAdapter, prompt_ids: torch.Tensor,
+                sizes: Sequence[int] = (1, 2, 3, 4, 5, 6, 7, 8), repeats: int = 21) -> RoundCosts:
+    """Measure c and the verification curve v(n) after `prompt_ids`, each over `repeats` timed runs.
+
+    `drafter` is a draft model (one cached forward step over one token) or a Kangaroo adapter (one
+    self-draft step: the newest token through the shallow layers, the adapter, the draft head).
+    """
+    sizes = sorted(set(sizes) | {1})
+    cache = DynamicCache(config=target.config)
+    target(input_ids=prompt_ids, cache=cache, use_cache=True)
+    length = cache.get_seq_length()
+    fresh = torch.randint(0, target.config.vocab_size, (1, max(sizes)), generator=torch.Generator().manual_seed(0))
+    fresh = fresh.to(prompt_ids.device)
+    passes = {n: samples_ms(lambda n=n: target(input_ids=fresh[:, :n], cache=cache, use_cache=True),
+                            lambda: truncate_cache(cache, length), repeats) for n in sizes}
+    one = statistics.median(passes[1])
+    return RoundCosts(target_ms=Spread.of(passes[1]), draft=Spread.of(_draft_step_samples(drafter, target, prompt_ids,
+                                                                                          repeats), one),
+                      curve={n: Spread.of(samples, one) for n, samples in passes.items()})
+
+
+def _draft_step_samples(drafter: PreTrainedModel | KangarooAdapter, target: PreTrainedModel,
+                        prompt_ids: torch.Tensor, repeats: int) -> list[float]:
+    """Milliseconds of one draft step after the cached prompt, per repeat."""
+    n = prompt_ids.shape[1]
+    if isinstance(drafter, KangarooAdapter):
+        model = SelfDraft(target, drafter)
+        model.defer(model.shallow(prompt_ids[:, :-1], 0)[0])  # the prompt, read by the adapter with the first step
+        model.draft(*model.shallow(prompt_ids[:, -1:], n - 1), n - 1)
+        model.rollback(n - 1)
+
+        def step() -> None:
+            hidden, rope = model.shallow(prompt_ids[:, -1:], n - 1)
+            model.draft(hidden, rope, n - 1)
+
+        return samples_ms(step, lambda: model.rollback(n - 1), repeats)
+    cache = DynamicCache(config=drafter.config)
+    drafter(input_ids=prompt_ids[:, :-1], cache=cache, use_cache=True)
+    return samples_ms(lambda: drafter(input_ids=prompt_ids[:, -1:], cache=cache, use_cache=True, logits_to_keep=1),
+                      lambda: truncate_cache(cache, n - 1), repeats)

@@ -31,10 +31,17 @@ def forward_latency_ms(model: PreTrainedModel, prompt_ids: torch.Tensor, sizes: 
 
 def median_ms(step: Callable[[], object], rollback: Callable[[], None], repeats: int = 15) -> float:
     """Median milliseconds of `step` over `repeats` runs after two warm-up runs, `rollback` after each."""
+    return statistics.median(samples_ms(step, rollback, repeats))
+
+
+def samples_ms(step: Callable[[], object], rollback: Callable[[], None], repeats: int = 15) -> list[float]:
+    """Milliseconds of each of `repeats` runs of `step` after two warm-up runs, `rollback` after each."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
     times = []
     for _ in range(repeats + 2):  # the first two are warm-up
         start = time.perf_counter()
         step()
-        times.append(time.perf_counter() - start)
+        times.append(1000 * (time.perf_counter() - start))
         rollback()
-    return 1000 * statistics.median(times[2:])
+    return times[2:]

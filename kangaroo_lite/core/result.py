@@ -133,3 +133,14 @@ class Recorder:
         if tokenizer is not None:
             self.result.text = tokenizer.decode(self.result.tokens, skip_special_tokens=True)
         return self.result
+
+
+def judged_acceptance_rate(steps: list[Step]) -> float:
+    """α as the cost model means it: the chance a draft is accepted once every draft before it was.
+
+    A draft is *judged* if all drafts before it in its round were accepted: every accepted draft and
+    the first rejected one (those after it are discarded unjudged). α = accepted / judged.
+    """
+    accepted = sum(s.accepted for s in steps)
+    judged = accepted + sum(s.accepted < len(s.drafted) for s in steps)
+    return accepted / judged if judged else 0.0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -14,6 +16,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+from transformers.utils import logging as hf_logging
 
 from .corpus import format_prompt
 
@@ -46,8 +49,21 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
         raise ValueError(f"{path} holds a {config.model_type!r} model, which is not a causal language model")
     if not any(path.glob("*.safetensors")) and not any(path.glob("pytorch_model*.bin")):
         raise FileNotFoundError(f"{path} has no weights (*.safetensors or pytorch_model*.bin)")
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
+    with quiet_loading():
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
     return model.to(device).eval()
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Hide transformers' per-tensor "Loading weights" bar: a local load takes a second, the bar is noise."""
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def check_tokenizer_matches(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> None:
