@@ -14,7 +14,7 @@ from kangaroo_lite.bench.cost_model import (
     round_costs,
 )
 from kangaroo_lite.bench.measure import interleaved, speedups
-from kangaroo_lite.bench.timing import samples_ms
+from kangaroo_lite.bench.timing import interleaved_samples_ms
 from kangaroo_lite.core.result import DecodingResult, Step, acceptance_rate, judged_acceptance_rate
 
 
@@ -73,13 +73,16 @@ def test_a_costly_verification_pass_shortens_the_best_draft_and_caps_the_speedup
         best_expected_speedup(0.5, 0.1, cpu, max_gamma=0)
 
 
-def test_samples_ms_times_each_repeat_after_two_warm_ups_and_rolls_back_after_each():
+def test_interleaved_samples_rotate_the_steps_after_a_warm_up_round_and_roll_back_after_each():
     events = []
-    samples = samples_ms(lambda: events.append("step"), lambda: events.append("rollback"), repeats=3)
-    assert len(samples) == 3 and all(s >= 0 for s in samples)
-    assert events == ["step", "rollback"] * 5
+    timed = {key: (lambda key=key: events.append(key), lambda: events.append("rollback")) for key in "ab"}
+    samples = interleaved_samples_ms(timed, repeats=2, warmup=1)
+    assert {key: len(s) for key, s in samples.items()} == {"a": 2, "b": 2}
+    assert all(s >= 0 for ms in samples.values() for s in ms)
+    assert [e for e in events if e != "rollback"] == ["a", "b", "b", "a", "a", "b"]  # warm-up, then rotated
+    assert events.count("rollback") == 6
     with pytest.raises(ValueError, match="repeats"):
-        samples_ms(lambda: None, lambda: None, repeats=0)
+        interleaved_samples_ms(timed, repeats=0)
 
 
 def test_a_spread_is_the_median_and_quartiles_divided_by_the_scale():

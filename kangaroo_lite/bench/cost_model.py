@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -13,7 +13,7 @@ from ..adapter.model import KangarooAdapter
 from ..core.cache import truncate_cache
 from ..core.draft_length import ContextCostCurve
 from ..decoding.self_draft import SelfDraft
-from .timing import forward_latency_ms, median_ms, samples_ms
+from .timing import forward_latency_ms, interleaved_samples_ms, median_ms
 
 
 def _check_alpha(alpha: float) -> None:
@@ -160,6 +160,8 @@ def round_costs(target: PreTrainedModel, drafter: PreTrainedModel | KangarooAdap
 
     `drafter` is a draft model (one cached forward step over one token) or a Kangaroo adapter (one
     self-draft step: the newest token through the shallow layers, the adapter, the draft head).
+    Every repeat times each pass size and the draft step once, in rotating order, so that a change
+    of load on a shared machine shifts all of them alike instead of one size's block.
     """
     sizes = sorted(set(sizes) | {1})
     cache = DynamicCache(config=target.config)
@@ -167,30 +169,27 @@ def round_costs(target: PreTrainedModel, drafter: PreTrainedModel | KangarooAdap
     length = cache.get_seq_length()
     fresh = torch.randint(0, target.config.vocab_size, (1, max(sizes)), generator=torch.Generator().manual_seed(0))
     fresh = fresh.to(prompt_ids.device)
-    passes = {n: samples_ms(lambda n=n: target(input_ids=fresh[:, :n], cache=cache, use_cache=True),
-                            lambda: truncate_cache(cache, length), repeats) for n in sizes}
-    one = statistics.median(passes[1])
-    return RoundCosts(target_ms=Spread.of(passes[1]), draft=Spread.of(_draft_step_samples(drafter, target, prompt_ids,
-                                                                                          repeats), one),
-                      curve={n: Spread.of(samples, one) for n, samples in passes.items()})
+    timed: dict[int | str, tuple[Callable[[], object], Callable[[], None]]] = {
+        n: (lambda n=n: target(input_ids=fresh[:, :n], cache=cache, use_cache=True),
+            lambda: truncate_cache(cache, length)) for n in sizes}
+    timed["draft"] = _draft_step(drafter, target, prompt_ids)
+    samples = interleaved_samples_ms(timed, repeats)
+    one = statistics.median(samples[1])
+    return RoundCosts(target_ms=Spread.of(samples[1]), draft=Spread.of(samples["draft"], one),
+                      curve={n: Spread.of(samples[n], one) for n in sizes})
 
 
-def _draft_step_samples(drafter: PreTrainedModel | KangarooAdapter, target: PreTrainedModel,
-                        prompt_ids: torch.Tensor, repeats: int) -> list[float]:
-    """Milliseconds of one draft step after the cached prompt, per repeat."""
+def _draft_step(drafter: PreTrainedModel | KangarooAdapter, target: PreTrainedModel,
+                prompt_ids: torch.Tensor) -> tuple[Callable[[], object], Callable[[], None]]:
+    """One draft step after the cached prompt, and the rollback that undoes it."""
     n = prompt_ids.shape[1]
     if isinstance(drafter, KangarooAdapter):
         model = SelfDraft(target, drafter)
         model.defer(model.shallow(prompt_ids[:, :-1], 0)[0])  # the prompt, read by the adapter with the first step
         model.draft(*model.shallow(prompt_ids[:, -1:], n - 1), n - 1)
         model.rollback(n - 1)
-
-        def step() -> None:
-            hidden, rope = model.shallow(prompt_ids[:, -1:], n - 1)
-            model.draft(hidden, rope, n - 1)
-
-        return samples_ms(step, lambda: model.rollback(n - 1), repeats)
+        return (lambda: model.draft(*model.shallow(prompt_ids[:, -1:], n - 1), n - 1)), lambda: model.rollback(n - 1)
     cache = DynamicCache(config=drafter.config)
     drafter(input_ids=prompt_ids[:, :-1], cache=cache, use_cache=True)
-    return samples_ms(lambda: drafter(input_ids=prompt_ids[:, -1:], cache=cache, use_cache=True, logits_to_keep=1),
-                      lambda: truncate_cache(cache, n - 1), repeats)
+    return (lambda: drafter(input_ids=prompt_ids[:, -1:], cache=cache, use_cache=True, logits_to_keep=1),
+            lambda: truncate_cache(cache, n - 1))

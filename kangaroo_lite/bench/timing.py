@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from typing import TypeVar
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
 from ..core.cache import truncate_cache
+
+K = TypeVar("K", bound=Hashable)
 
 
 @torch.inference_mode()
@@ -31,17 +34,27 @@ def forward_latency_ms(model: PreTrainedModel, prompt_ids: torch.Tensor, sizes: 
 
 def median_ms(step: Callable[[], object], rollback: Callable[[], None], repeats: int = 15) -> float:
     """Median milliseconds of `step` over `repeats` runs after two warm-up runs, `rollback` after each."""
-    return statistics.median(samples_ms(step, rollback, repeats))
+    return statistics.median(interleaved_samples_ms({"step": (step, rollback)}, repeats, warmup=2)["step"])
 
 
-def samples_ms(step: Callable[[], object], rollback: Callable[[], None], repeats: int = 15) -> list[float]:
-    """Milliseconds of each of `repeats` runs of `step` after two warm-up runs, `rollback` after each."""
+def interleaved_samples_ms(timed: dict[K, tuple[Callable[[], object], Callable[[], None]]], repeats: int = 15,
+                           warmup: int = 1) -> dict[K, list[float]]:
+    """Milliseconds of each `(step, rollback)` per repeat, every repeat running them all in rotating order.
+
+    On a shared machine a change of load then shifts every step's samples alike, so their ratios hold.
+    `warmup` rounds over all steps come first and are not timed.
+    """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    times = []
-    for _ in range(repeats + 2):  # the first two are warm-up
-        start = time.perf_counter()
-        step()
-        times.append(1000 * (time.perf_counter() - start))
-        rollback()
-    return times[2:]
+    keys = list(timed)
+    samples: dict[K, list[float]] = {key: [] for key in keys}
+    for r in range(warmup + repeats):
+        for key in keys[r % len(keys):] + keys[: r % len(keys)]:
+            step, rollback = timed[key]
+            start = time.perf_counter()
+            step()
+            elapsed = 1000 * (time.perf_counter() - start)
+            rollback()
+            if r >= warmup:
+                samples[key].append(elapsed)
+    return samples
