@@ -76,7 +76,9 @@ def test_a_costly_verification_pass_shortens_the_best_draft_and_caps_the_speedup
 def test_interleaved_samples_rotate_the_steps_after_a_warm_up_round_and_roll_back_after_each():
     events = []
     timed = {key: (lambda key=key: events.append(key), lambda: events.append("rollback")) for key in "ab"}
-    samples = interleaved_samples_ms(timed, repeats=2, warmup=1)
+    repeats_done = []
+    samples = interleaved_samples_ms(timed, repeats=2, warmup=1, progress=lambda: repeats_done.append(1))
+    assert len(repeats_done) == 2  # called after each timed repeat, not after the warm-up
     assert {key: len(s) for key, s in samples.items()} == {"a": 2, "b": 2}
     assert all(s >= 0 for ms in samples.values() for s in ms)
     assert [e for e in events if e != "rollback"] == ["a", "b", "b", "a", "a", "b"]  # warm-up, then rotated

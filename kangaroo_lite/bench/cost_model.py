@@ -155,13 +155,15 @@ class RoundCosts:
 
 @torch.inference_mode()
 def round_costs(target: PreTrainedModel, drafter: PreTrainedModel | KangarooAdapter, prompt_ids: torch.Tensor,
-                sizes: Sequence[int] = (1, 2, 3, 4, 5, 6, 7, 8), repeats: int = 21) -> RoundCosts:
+                sizes: Sequence[int] = (1, 2, 3, 4, 5, 6, 7, 8), repeats: int = 21,
+                progress: Callable[[], None] | None = None) -> RoundCosts:
     """Measure c and the verification curve v(n) after `prompt_ids`, each over `repeats` timed runs.
 
     `drafter` is a draft model (one cached forward step over one token) or a Kangaroo adapter (one
     self-draft step: the newest token through the shallow layers, the adapter, the draft head).
     Every repeat times each pass size and the draft step once, in rotating order, so that a change
-    of load on a shared machine shifts all of them alike instead of one size's block.
+    of load on a shared machine shifts all of them alike instead of one size's block. `progress` is
+    called after each repeat (a progress bar's `update`).
     """
     sizes = sorted(set(sizes) | {1})
     cache = DynamicCache(config=target.config)
@@ -173,7 +175,7 @@ def round_costs(target: PreTrainedModel, drafter: PreTrainedModel | KangarooAdap
         n: (lambda n=n: target(input_ids=fresh[:, :n], cache=cache, use_cache=True),
             lambda: truncate_cache(cache, length)) for n in sizes}
     timed["draft"] = _draft_step(drafter, target, prompt_ids)
-    samples = interleaved_samples_ms(timed, repeats)
+    samples = interleaved_samples_ms(timed, repeats, progress=progress)
     one = statistics.median(samples[1])
     return RoundCosts(target_ms=Spread.of(samples[1]), draft=Spread.of(samples["draft"], one),
                       curve={n: Spread.of(samples[n], one) for n in sizes})

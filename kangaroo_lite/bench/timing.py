@@ -38,11 +38,11 @@ def median_ms(step: Callable[[], object], rollback: Callable[[], None], repeats:
 
 
 def interleaved_samples_ms(timed: dict[K, tuple[Callable[[], object], Callable[[], None]]], repeats: int = 15,
-                           warmup: int = 1) -> dict[K, list[float]]:
+                           warmup: int = 1, progress: Callable[[], None] | None = None) -> dict[K, list[float]]:
     """Milliseconds of each `(step, rollback)` per repeat, every repeat running them all in rotating order.
 
     On a shared machine a change of load then shifts every step's samples alike, so their ratios hold.
-    `warmup` rounds over all steps come first and are not timed.
+    `warmup` rounds over all steps come first and are not timed; `progress` is called after each timed repeat.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
@@ -57,4 +57,6 @@ def interleaved_samples_ms(timed: dict[K, tuple[Callable[[], object], Callable[[
             rollback()
             if r >= warmup:
                 samples[key].append(elapsed)
+        if progress is not None and r >= warmup:
+            progress()
     return samples
