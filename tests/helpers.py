@@ -1,10 +1,12 @@
-"""Shared test helpers: tiny random models of several architectures and distribution checks."""
+"""Shared test helpers: tiny random models of several architectures, distribution checks, notebook runs."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
+import papermill
 import torch
 from scipy.stats import chisquare
 from transformers import (
@@ -94,3 +96,15 @@ def make_tiny_data_dir(root: Path) -> Path:
     adapter.set_draft_vocab(list(range(0, 4096, 2)))  # so that the benchmark's Kangaroo drafts over one
     adapter.save_pretrained(root / "models" / "adapter")
     return root
+
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def run_notebook(notebook: str, out: Path, name: str, **parameters) -> dict:
+    """Run `notebooks/<notebook>.ipynb` under papermill with `parameters`; what it wrote to its result_json."""
+    result = out / f"{name}.json"
+    papermill.execute_notebook(str(NOTEBOOKS / f"{notebook}.ipynb"), str(out / f"{name}.ipynb"),
+                               parameters={**parameters, "result_json": str(result)}, cwd=str(NOTEBOOKS),
+                               progress_bar=False)
+    return json.loads(result.read_text())

@@ -6,8 +6,17 @@ import pytest
 import torch
 from helpers import make_tiny_data_dir
 
-from kangaroo_lite.bench.methods import ABLATIONS, OURS, PEERS
-from kangaroo_lite.bench.runner import BenchConfig, mismatches, resolve_device, run_bench, write_results
+from kangaroo_lite.bench.methods import ABLATIONS, OURS, PEERS, hf_generate
+from kangaroo_lite.bench.runner import (
+    BenchConfig,
+    cost_estimate,
+    cost_sizes,
+    mismatches,
+    resolve_device,
+    round_costs_of,
+    run_bench,
+    write_results,
+)
 from kangaroo_lite.cli import main
 
 
@@ -40,6 +49,26 @@ def test_lossless_methods_match_the_baseline_and_mismatches_are_reported(results
     broken = json.loads(json.dumps(results))
     broken["summary"]["kangaroo"]["identical_to_baseline"] = False
     assert mismatches(broken) == ["kangaroo"]
+
+
+def test_the_cost_models_estimate_is_computed_from_the_stored_round_costs(results):
+    from kangaroo_lite.core.result import Step
+
+    stored = json.loads(json.dumps(results))  # as read back from results.json
+    for name in ("speculative", "kangaroo"):
+        summary, costs = results["summary"][name], round_costs_of(stored, name)
+        assert costs.c == pytest.approx(summary["cost_ratio"]) and set(costs.curve) >= {1, 8}
+        assert costs.expected_speedup(summary["judged_acceptance_rate"], summary["mean_drafted"]) == pytest.approx(
+            summary["estimated_speedup"])
+    steps = [Step(emitted=[1, 2], drafted=[1, 5], accepted=1), Step(emitted=[3])]  # one judged rejection
+    estimate = cost_estimate(steps, costs)
+    assert estimate["judged_acceptance_rate"] == pytest.approx(0.5) and estimate["mean_drafted"] == pytest.approx(1)
+    assert estimate["estimated_speedup"] == pytest.approx(costs.expected_speedup(0.5, 1))
+
+
+def test_the_cost_curve_is_timed_as_far_as_the_longest_verification_pass():
+    assert cost_sizes(0) == cost_sizes(7) == (1, 2, 3, 4, 5, 6, 7, 8)
+    assert cost_sizes(8)[-1] == 12 and cost_sizes(20)[-1] == 24 and cost_sizes(40)[-1] == 24
 
 
 def test_question_records_look_like_spec_bench_answers(results):
@@ -102,3 +131,10 @@ def test_cli_bench_sampling_writes_the_mtad_comparison_with_its_floors(tiny_data
         main(args)
     with pytest.raises(SystemExit, match="temperature"):
         main([*args[:-2], "--out", str(tmp_path / "cold"), "--temperature", "0"])
+
+
+def test_hugging_faces_assisted_generation_prints_no_notice_about_its_own_internal_call(shipped, capfd):
+    tokenizer, target, draft, _ = shipped
+    ids = tokenizer("Which river flows through Linroun?", return_tensors="pt").input_ids
+    result = hf_generate(target, ids, 8, "hf_assisted", assistant_model=draft)
+    assert result.tokens and "deprecated" not in capfd.readouterr().err

@@ -11,12 +11,12 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 # notebook → (non-default parameters, a check that the written result reflects them)
 CASES = {
     "00_autoregressive_baseline": (
-        {"subtask": "math_reasoning", "max_new_tokens": 64},
-        lambda r: r["subtask"] == "math_reasoning" and "The answer is" in r["greedy_text"],
+        {"subtask": "qa", "max_new_tokens": 64, "cache_positions": [64, 512]},
+        lambda r: r["subtask"] == "qa" and r["stop_reason"] == "eos" and "The answer is" not in r["greedy_text"],
     ),
     "01_speculative_decoding": (
-        {"subtask": "qa", "num_draft_tokens": 2, "num_prompts": 2, "sampling_runs": 40},
-        lambda r: len(r["acceptance_by_position"]) == 2,
+        {"model": "tiny", "subtask": "qa", "num_draft_tokens": 2, "num_prompts": 2, "sampling_runs": 40},
+        lambda r: r["model"] == "tiny" and len(r["acceptance_by_position"]) == 2,
     ),
     "02_kangaroo_adapter": (
         {"exit_layer": 2, "train_steps": 10, "train_examples": 300, "compare_layers": [1, 3], "compare_steps": 5,

@@ -16,12 +16,13 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 # notebook → (small parameters for both model sets, a check of one run's result, a check that the two differ)
 CASES = {
     "00_autoregressive_baseline": (
-        {"subtask": "qa", "max_new_tokens": 12},
+        {"subtask": "qa", "max_new_tokens": 12, "cache_positions": [32, 512]},
         lambda model, r: r["model"] == model and r["greedy_text"],
         lambda tiny, real: tiny["greedy_text"] != real["greedy_text"],
     ),
     "01_speculative_decoding": (
-        {"subtask": "qa", "num_draft_tokens": 2, "num_prompts": 1, "max_new_tokens": 12, "sampling_runs": 20},
+        {"subtask": "qa", "num_draft_tokens": 2, "num_prompts": 1, "max_new_tokens": 12, "sampling_runs": 20,
+         "cost_repeats": 9},
         lambda model, r: r["model"] == model and len(r["acceptance_by_position"]) == 2,
         lambda tiny, real: tiny["alpha"] > real["alpha"],  # the tiny world's drafts agree far more often
     ),

@@ -8,6 +8,8 @@ tokens stop being free: the reason speculation pays less as the batch grows.
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Sequence
 
 import torch
@@ -15,7 +17,6 @@ from transformers import DynamicCache, PreTrainedModel
 
 from ..core.cache import truncate_cache
 from ..core.checks import check_positive
-from .timing import median_ms
 
 
 @torch.inference_mode()
@@ -24,24 +25,32 @@ def batch_pass_costs(model: PreTrainedModel, prompt_ids: torch.Tensor, batch_siz
     """Median milliseconds of one cached pass reading n new tokens in each of B rows: {B: {n: ms}}.
 
     Every row caches `prompt_ids` (1, L) first; each timed pass is rolled back, as a rejected
-    verification is. The largest shape runs once untimed first: a process's first passes are slow.
+    verification is. The shapes are timed in turn within each repeat (the order rotating between
+    repeats), so a change in the machine's load touches all of them alike; one untimed round of
+    every shape runs first (a process's first passes are slow).
     """
     for value in [*batch_sizes, *tokens_per_row]:
         check_positive("batch size and tokens per row", value)
+    check_positive("repeats", repeats)
     generator = torch.Generator().manual_seed(0)
-    _pass_costs(model, prompt_ids, max(batch_sizes), tokens_per_row, 1, generator)  # warm-up: a cold first pass is slow
-    return {batch: _pass_costs(model, prompt_ids, batch, tokens_per_row, repeats, generator) for batch in batch_sizes}
-
-
-def _pass_costs(model: PreTrainedModel, prompt_ids: torch.Tensor, batch: int, tokens_per_row: Sequence[int],
-                repeats: int, generator: torch.Generator) -> dict[int, float]:
-    cache = DynamicCache(config=model.config)
-    model(input_ids=prompt_ids.expand(batch, -1), cache=cache, use_cache=True)
-    length = cache.get_seq_length()
-    fresh = torch.randint(0, model.config.vocab_size, (batch, max(tokens_per_row)), generator=generator)
-    fresh = fresh.to(prompt_ids.device)
-    return {n: median_ms(lambda n=n: model(input_ids=fresh[:, :n], cache=cache, use_cache=True),
-                         lambda: truncate_cache(cache, length), repeats) for n in tokens_per_row}
+    caches, fresh, lengths = {}, {}, {}
+    for batch in batch_sizes:
+        caches[batch] = DynamicCache(config=model.config)
+        model(input_ids=prompt_ids.expand(batch, -1), cache=caches[batch], use_cache=True)
+        lengths[batch] = caches[batch].get_seq_length()
+        fresh[batch] = torch.randint(0, model.config.vocab_size, (batch, max(tokens_per_row)),
+                                     generator=generator).to(prompt_ids.device)
+    shapes = [(batch, n) for batch in batch_sizes for n in tokens_per_row]
+    samples: dict[tuple[int, int], list[float]] = {shape: [] for shape in shapes}
+    for round_ in range(repeats + 1):  # the first round is the untimed warm-up
+        for batch, n in shapes[round_ % len(shapes):] + shapes[: round_ % len(shapes)]:
+            start = time.perf_counter()
+            model(input_ids=fresh[batch][:, :n], cache=caches[batch], use_cache=True)
+            elapsed = 1000 * (time.perf_counter() - start)
+            truncate_cache(caches[batch], lengths[batch])
+            if round_:
+                samples[batch, n].append(elapsed)
+    return {batch: {n: statistics.median(samples[batch, n]) for n in tokens_per_row} for batch in batch_sizes}
 
 
 def batch_cost_curves(costs: dict[int, dict[int, float]]) -> dict[int, dict[int, float]]:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .cost_model import RoundCosts
+
 
 def speedup_figure(results: dict):
     """Grouped bars: speedup over the baseline per subtask, one bar per method."""
@@ -14,7 +19,7 @@ def speedup_figure(results: dict):
                     y=[s["per_subtask"][t]["speedup"] for t in subtasks] + [s["speedup"]])
     fig.add_hline(y=1.0, line_dash="dot")
     fig.update_layout(barmode="group", title=f"Speedup over {results['baseline']} (median of repeats)",
-                      yaxis_title="speedup ×", height=420)
+                      xaxis_title="subtask", yaxis_title="speedup ×", height=420)
     return fig
 
 
@@ -28,7 +33,8 @@ def mean_accepted_figure(results: dict):
             continue
         subtasks = list(s["per_subtask"])
         fig.add_bar(name=name, x=subtasks, y=[s["per_subtask"][t]["mean_accepted"] for t in subtasks])
-    fig.update_layout(barmode="group", title="#MAT: new tokens per target forward pass", height=380)
+    fig.update_layout(barmode="group", title="#MAT: new tokens per target forward pass", xaxis_title="subtask",
+                      yaxis_title="#MAT (tokens / target pass)", height=380)
     return fig
 
 
@@ -46,36 +52,54 @@ def acceptance_figure(results: dict):
     return fig
 
 
-def pass_latency_figure(latencies: dict[str, dict[int, float]]):
-    """Lines: milliseconds of one cached target pass against the new tokens it reads, one line per model."""
+def verification_cost_figure(costs: dict[str, RoundCosts]):
+    """Lines with error bars: v(n), a cached target pass over n new tokens relative to one, per model set.
+
+    The markers are medians over the repeats, the bars the 25th–75th percentiles (`RoundCosts.curve`).
+    """
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    for label, curve in latencies.items():
-        sizes = sorted(curve)
-        fig.add_scatter(x=sizes, y=[curve[n] for n in sizes], mode="lines+markers", name=label)
-    fig.update_layout(title="One target pass (KV cache) against the new tokens it reads", xaxis_title="new tokens",
-                      yaxis_title="ms", yaxis_rangemode="tozero", height=380)
+    for label, rc in costs.items():
+        sizes = sorted(rc.curve)
+        medians = [rc.curve[n].median for n in sizes]
+        fig.add_scatter(x=sizes, y=medians, mode="lines+markers", name=label,
+                        error_y={"type": "data", "symmetric": False,
+                                 "array": [rc.curve[n].high - m for n, m in zip(sizes, medians, strict=True)],
+                                 "arrayminus": [m - rc.curve[n].low for n, m in zip(sizes, medians, strict=True)]})
+    fig.add_hline(y=1.0, line_dash="dot")
+    fig.update_layout(title="v(n): one cached target pass over n new tokens, relative to a pass over one "
+                            "(median, bars: 25th–75th percentile)",
+                      xaxis_title="n: new tokens in the pass", yaxis_title="cost relative to a one-token pass",
+                      yaxis_rangemode="tozero", height=400)
     return fig
 
 
-def expected_speedup_figure(curves: dict[str, dict[int, float]], cost_ratio: float, measured_alpha: float | None = None,
-                            max_gamma: int = 15):
-    """Lines: the best expected speedup (over γ ≤ `max_gamma`) against acceptance α, one line per cost curve."""
+def estimated_speedup_figure(costs: RoundCosts, alpha: float, gamma: float | None = None,
+                             measured: float | None = None, max_gamma: int | None = None):
+    """Lines: the cost model's estimated speedup against γ at acceptance `alpha`, with this cost curve and free.
+
+    `gamma` and `measured` mark the benchmark's mean draft length and measured speedup.
+    """
     import plotly.graph_objects as go
 
-    from .cost_model import best_expected_speedup
+    from .cost_model import expected_speedup
 
-    alphas = [i / 20 for i in range(20)]
+    top = max_gamma or max(costs.curve) - 1
+    gammas = list(range(1, top + 1))
     fig = go.Figure()
-    for label, curve in curves.items():
-        best = [best_expected_speedup(a, cost_ratio, curve, max_gamma) for a in alphas]
-        fig.add_scatter(x=alphas, y=[s for _, s in best], mode="lines", name=label,
-                        customdata=[g for g, _ in best], hovertemplate="α %{x}: %{y:.2f}× at γ = %{customdata}")
+    fig.add_scatter(x=gammas, y=[costs.expected_speedup(alpha, g) for g in gammas], mode="lines+markers",
+                    name="measured v(n), this CPU")
+    fig.add_scatter(x=gammas, y=[expected_speedup(alpha, g, costs.c) for g in gammas], mode="lines",
+                    line_dash="dash", name="free verification, v(n) = 1 (GPU-like, assumed)")
+    if gamma is not None:
+        fig.add_scatter(x=[gamma], y=[costs.expected_speedup(alpha, gamma)], mode="markers", name="estimate at mean γ",
+                        marker={"size": 12, "symbol": "diamond"})
+        if measured is not None:
+            fig.add_scatter(x=[gamma], y=[measured], mode="markers", name="measured speedup",
+                            marker={"size": 12, "symbol": "x", "color": "#c92a2a"})
     fig.add_hline(y=1.0, line_dash="dot")
-    if measured_alpha is not None:
-        fig.add_vline(x=measured_alpha, line_dash="dash", line_color="#c92a2a",
-                      annotation_text=f"measured α = {measured_alpha:.2f}")
-    fig.update_layout(title=f"Expected speedup at the best draft length (draft step c = {cost_ratio:.3f} of a pass)",
-                      xaxis_title="acceptance α", yaxis_title="expected speedup ×", height=400)
+    fig.update_layout(title=f"Estimated speedup against the draft length γ (α = {alpha:.2f}, c = {costs.c:.3f})",
+                      xaxis_title="γ: drafts verified per round", yaxis_title="speedup ×", yaxis_rangemode="tozero",
+                      height=400)
     return fig

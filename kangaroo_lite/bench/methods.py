@@ -7,8 +7,10 @@ demo, the benchmark and the notebooks time and compare them all the same way.
 from __future__ import annotations
 
 import copy
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from transformers import PreTrainedModel
@@ -76,6 +78,28 @@ class _ForwardCounter:
         self.handle.remove()
 
 
+class _AssistedGenerationNotice(logging.Filter):
+    """Drops transformers' deprecation notice about its *own* internal call in assisted generation.
+
+    `AssistedCandidateGenerator` calls the assistant's `generate` with a `generation_config` and
+    generation keywords together (transformers 5.x); our `generate(assistant_model=...)` call passes
+    neither, so there is nothing on our side to change.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Passing `generation_config` together with generation-related")
+
+
+@contextmanager
+def _filtered(logger: logging.Logger, notice: logging.Filter) -> Iterator[None]:
+    """`logger` with `notice` as a filter while the block runs."""
+    logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notice)
+
+
 def hf_generate(target: PreTrainedModel, input_ids: torch.Tensor, max_new_tokens: int, name: str,
                 count_forwards: bool = True, **generate_kwargs) -> DecodingResult:
     """`target.generate(...)` greedy, wrapped as a `DecodingResult` with tokens counted like ours.
@@ -85,8 +109,9 @@ def hf_generate(target: PreTrainedModel, input_ids: torch.Tensor, max_new_tokens
     """
     ids = input_ids.to(target.device)
     counter = _ForwardCounter(target)
+    notices = logging.getLogger("transformers.generation.utils")
     start = time.perf_counter()
-    with counter, torch.inference_mode():
+    with counter, torch.inference_mode(), _filtered(notices, _AssistedGenerationNotice()):
         out = target.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                               do_sample=False, pad_token_id=target.generation_config.pad_token_id,
                               **generate_kwargs)

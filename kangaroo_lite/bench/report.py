@@ -11,10 +11,13 @@ COLUMNS = [
     ("speedup", "speedup", "{:.2f}x"),
     ("tokens_per_second", "tokens/s", "{:.0f}"),
     ("mean_accepted", "#MAT", "{:.2f}"),
-    ("acceptance_rate", "α", "{:.2f}"),
+    ("acceptance_rate", "α (accepted / drafted)", "{:.2f}"),
+    ("judged_acceptance_rate", "α (judged)", "{:.2f}"),
+    ("mean_drafted", "γ (mean drafts / round)", "{:.2f}"),
+    ("cost_ratio", "c", "{:.3f}"),
     ("target_forwards_per_token", "target fwd/token", "{:.2f}"),
-    ("analytic_speedup", "bound (this cost curve)", "{:.2f}x"),
-    ("analytic_speedup_free_verification", "bound (free verification)", "{:.2f}x"),
+    ("estimated_speedup", "estimate (measured v(n))", "{:.2f}x"),
+    ("estimated_speedup_free_verification", "estimate (free verification)", "{:.2f}x"),
     ("cpu_seconds_per_token", "CPU ms/token", "{:.2f}"),
     ("extra_parameters", "extra params", "{:,}"),
     ("identity_rate", "identical outputs", "{:.0%}"),
@@ -108,8 +111,11 @@ def print_sampling_summary(report: dict, floor: dict) -> None:
 
 
 def _curve_text(results: dict) -> str:
-    curve = results.get("cost_curve") or {}
-    return ", ".join(f"{n}: {float(v):.2f}" for n, v in curve.items()) or "not measured"
+    costs = results.get("round_costs") or {}
+    if not costs:
+        return "not measured"
+    curve = next(iter(costs.values()))["curve"]
+    return ", ".join(f"{n}: {float(v['median']):.2f}" for n, v in curve.items())
 
 
 def write_html_report(results: dict, path: str | Path) -> None:
@@ -131,10 +137,12 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child{{
 <p>{html.escape(env['device_name'])} · {env['device']} · {env['dtype']} · torch {env['torch']} ·
 {env['date']} · baseline: <b>{results['baseline']}</b> (the faster of ours and Hugging Face's greedy)</p>
 <table id="summary"><tr><th>method</th>{head}</tr>{rows}</table>
-<p>Bounds: the cost model's expected speedup from each method's measured acceptance α, mean draft
-length γ and draft cost c, with the verification pass costing what this machine's measured cost
-curve says (<i>this cost curve</i>) or what one token costs (<i>free verification</i>, nearly true
-on a GPU). Cost curve (pass over n tokens / over one): {html.escape(_curve_text(results))}.</p>
+<p>Estimates: the cost model's speedup (1 − α^(γ+1)) / ((1 − α)(γc + v(γ+1))) from each method's
+judged acceptance α (accepted drafts over accepted drafts plus each round's first rejection), mean
+number of drafts verified per round γ and measured draft step cost c, with the verification pass
+costing what this machine's measured curve v(n) says or what one token costs (<i>free
+verification</i>, nearly true on a GPU). An estimate, not a bound: a measured speedup may exceed it.
+Cost curve (pass over n tokens / over one): {html.escape(_curve_text(results))}.</p>
 <p id="skipped">{html.escape(skipped_note(results))}</p>
 {plots}
 <p><small>config: {config}</small></p>

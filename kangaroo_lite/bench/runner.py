@@ -20,23 +20,21 @@ from tqdm.auto import tqdm
 
 from ..core.checks import check_positive, context_length
 from ..core.draft_length import ContextCostCurve
-from ..core.result import acceptance_by_position, acceptance_rate
+from ..core.result import Step, acceptance_by_position, acceptance_rate, judged_acceptance_rate
 from ..decoding.autoregressive import autoregressive
 from ..model_sets.loading import DefaultModels, load_default, load_models, question_file
 from ..models.corpus import SUBTASKS, read_questions
 from ..models.loading import DATA_DIR, encode_chat
-from .cost_model import (
-    context_cost_curve,
-    cost_ratio,
-    expected_speedup,
-    relative_cost,
-    self_draft_cost_ratio,
-)
+from .cost_model import RoundCosts, Spread, context_cost_curve, expected_speedup, round_costs
 from .lossless import classify_outputs
 from .measure import MethodTiming, interleaved
 from .methods import ABLATIONS, LOSSLESS, MEASURED, MODEL_SET_OPTIONS, OURS, PEERS, method_runners
 
 BASELINES = ("autoregressive", "hf_greedy")
+
+
+COST_SIZES = (1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 24)
+"""Tokens per verification pass at which the cost model's curve v(n) may be measured (`cost_sizes`)."""
 
 
 @dataclass
@@ -146,16 +144,9 @@ def _method_summary(name: str, timing: MethodTiming, base: MethodTiming, identit
         "per_subtask": {},
     }
     if any(s.drafted for s in steps):
-        alpha = acceptance_rate(steps)
-        summary.update(acceptance_rate=alpha, acceptance_by_position=acceptance_by_position(steps))
-        if name in costs:  # γ: the mean drafted length (confidence stops make it shorter than the maximum)
-            drafting = [len(s.drafted) for s in steps if s.drafted]
-            gamma = sum(drafting) / len(drafting)
-            verify = relative_cost(costs["curve"], gamma + 1)
-            bound = expected_speedup(alpha, gamma, costs[name], verify)
-            summary.update(cost_ratio=costs[name], mean_drafted=gamma, verify_cost=verify, analytic_speedup=bound,
-                           share_of_analytic=summary["speedup"] / bound,
-                           analytic_speedup_free_verification=expected_speedup(alpha, gamma, costs[name]))
+        summary.update(acceptance_rate=acceptance_rate(steps), acceptance_by_position=acceptance_by_position(steps))
+        if name in costs:
+            summary.update(cost_estimate(steps, costs[name], summary["speedup"]))
     for subtask, indices in groups.items():
         part, part_base = timing.subset(indices), base.subset(indices)
         part_forwards = sum(timing.prompts[i].result.target_forwards for i in indices)
@@ -168,14 +159,49 @@ def _method_summary(name: str, timing: MethodTiming, base: MethodTiming, identit
     return summary
 
 
-def _costs(models: DefaultModels, methods: list[str], prompt: torch.Tensor, curve: dict[int, float]) -> dict:
-    """Each drafting method's cost ratio c, and the target's cost curve (a pass over n tokens / over one)."""
-    costs: dict = {"curve": curve}
-    if "speculative" in methods:
-        costs["speculative"] = cost_ratio(models.target, models.draft, prompt)
-    if "kangaroo" in methods:
-        costs["kangaroo"] = self_draft_cost_ratio(models.target, models.adapter, prompt)
+def cost_estimate(steps: list[Step], costs: RoundCosts, speedup: float | None = None) -> dict:
+    """The cost model's estimate of a drafting method's speedup, from its rounds and its measured costs.
+
+    α is the judged acceptance rate (`judged_acceptance_rate`), γ the mean number of drafts verified
+    per round (rounds that draft nothing count as 0), c and v(γ + 1) from `costs`; the estimate is
+    (1 − α^(γ+1)) / ((1 − α)(γc + v(γ+1))), and with free verification the same with v = 1.
+    """
+    alpha = judged_acceptance_rate(steps)
+    gamma = sum(len(s.drafted) for s in steps) / len(steps)
+    estimate = costs.expected_speedup(alpha, gamma)
+    out = {"judged_acceptance_rate": alpha, "mean_drafted": gamma, "cost_ratio": costs.c,
+           "verify_cost": costs.verify_cost(gamma + 1), "estimated_speedup": estimate,
+           "estimated_speedup_free_verification": expected_speedup(alpha, gamma, costs.c)}
+    if speedup is not None:
+        out["share_of_estimate"] = speedup / estimate
+    return out
+
+
+def cost_sizes(longest_draft: int) -> tuple[int, ...]:
+    """The sizes of `COST_SIZES` to time for rounds of up to `longest_draft` drafts: 1..8, more if they verify more."""
+    top = next((n for n in COST_SIZES if n >= longest_draft + 1), COST_SIZES[-1])
+    return tuple(n for n in COST_SIZES if n <= max(8, top))
+
+
+def _costs(models: DefaultModels, timings: dict[str, MethodTiming], prompt: torch.Tensor) -> dict[str, RoundCosts]:
+    """Each drafting method's round costs (c and v(n), `cost_model.round_costs`) after `prompt`.
+
+    v(n) is timed up to the longest verification pass the method made in the run (at least 8 tokens).
+    """
+    drafters = {"speculative": models.draft, "kangaroo": models.adapter}
+    costs = {}
+    for name, drafter in drafters.items():
+        if name in timings and drafter is not None:
+            longest = max((len(s.drafted) for p in timings[name].prompts for s in p.result.steps), default=0)
+            costs[name] = round_costs(models.target, drafter, prompt, cost_sizes(longest))
     return costs
+
+
+def round_costs_of(results: dict, method: str) -> RoundCosts:
+    """The `RoundCosts` a benchmark run measured for `method` (rebuilt from its JSON-ready form)."""
+    data = results["round_costs"][method]
+    return RoundCosts(target_ms=Spread(**data["target_ms"]), draft=Spread(**data["draft"]),
+                      curve={int(n): Spread(**v) for n, v in data["curve"].items()})
 
 
 def load_bench_models(cfg: BenchConfig) -> DefaultModels:
@@ -234,7 +260,6 @@ def _run(cfg: BenchConfig, models: DefaultModels, device: torch.device, progress
     curves = context_cost_curve(models.target, [ids for _, _, ids in prompts])
     runners = method_runners(models, cfg.max_new_tokens, methods, bench_options(cfg, curves), cfg.temperature,
                              cfg.seed)
-    curve = curves.at(prompts[0][2].shape[1])  # the bounds' curve: at the first prompt's length, not measured again
     bar = tqdm(total=len(prompts), desc="bench", unit="prompt", disable=not progress)
     timings = interleaved(runners, [ids for _, _, ids in prompts], cfg.repeats, progress=bar.update)
     bar.close()
@@ -245,7 +270,7 @@ def _run(cfg: BenchConfig, models: DefaultModels, device: torch.device, progress
     groups: dict[str, list[int]] = {}
     for index, (record, _, _) in enumerate(prompts):
         groups.setdefault(record["category"], []).append(index)
-    costs = _costs(models, methods, prompts[0][2], curve)
+    costs = _costs(models, timings, prompts[0][2])
     ids = [p for _, _, p in prompts]
     checked = [m for m in methods if cfg.temperature == 0 and (m in LOSSLESS or m in BASELINES)]
     identity = {m: classify_outputs(models.target, ids, reference, [p.result.tokens for p in timings[m].prompts])
@@ -266,7 +291,7 @@ def _run(cfg: BenchConfig, models: DefaultModels, device: torch.device, progress
             })
     return {
         "config": asdict(cfg), "baseline": baseline, "summary": summary, "questions": records, "skipped": skipped,
-        "cost_curve": costs["curve"],
+        "round_costs": {name: asdict(c) for name, c in costs.items()},
         "cost_curves_by_context": {str(length): curve for length, curve in curves.curves.items()},
         "environment": environment(models),
     }

@@ -183,7 +183,7 @@ def compare(method: dict, reference: dict) -> dict:
 
 def floors(report: dict, method: str = "mtad", single_token: str = "autoregressive",
            speculative_method: str = "speculative", limits: dict[str, float] | None = None) -> dict:
-    """The issue's floors for `method`: {"vs_sampling", "vs_speculative", "checks", "passed"}.
+    """A method's ratios to the baselines and `FLOORS` checks: {"vs_sampling", "vs_speculative", "checks", "passed"}.
 
     Checks (defaults in `FLOORS`): perplexity ≥ 10 % lower than single-token sampling with accuracy
     no worse; faster and fewer CPU seconds per token than speculative sampling.

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from ..adapter.distill import evaluate_on_features, train_adapter_on_features
 from ..adapter.features import FeatureExample, FeatureShards, precompute_features, target_features
@@ -74,8 +75,9 @@ def tiny_lab(models: DefaultModels, train_corpus: Sequence[Example], eval_corpus
     return DrafterLab(models, evaluate, train, torch.cat(replies).tolist())
 
 
-def real_reply_examples(models: DefaultModels, questions: Sequence[dict], max_new_tokens: int) -> Examples:
-    """(ids, mask) of the target's greedy replies to the first turns of `questions`."""
+def real_reply_examples(models: DefaultModels, questions: Sequence[dict], max_new_tokens: int,
+                        on_reply: Callable[[], object] | None = None) -> Examples:
+    """(ids, mask) of the target's greedy replies to the first turns of `questions`; `on_reply()` after each."""
     examples = []
     for record in questions:
         prompt = encode_chat(models.tokenizer, record["turns"][0])
@@ -84,6 +86,8 @@ def real_reply_examples(models: DefaultModels, questions: Sequence[dict], max_ne
         mask = torch.zeros(len(ids), dtype=torch.bool)
         mask[prompt.shape[1] - 1 : len(ids) - 1] = True
         examples.append((ids, mask))
+        if on_reply is not None:
+            on_reply()
     return examples
 
 
@@ -102,22 +106,26 @@ def features_by_layer(models: DefaultModels, examples: Examples, exit_layers: Se
 def smollm2_lab(models: DefaultModels, questions: Sequence[dict], train_layers: Sequence[int],
                 distill_prompts: int = 24, reply_tokens: int = 48, answer_tokens: int = 32,
                 batch_size: int = 4, lr: float = 3e-3, seed: int = 0,
-                workdir: str | Path | None = None) -> DrafterLab:
+                workdir: str | Path | None = None, progress: bool = False) -> DrafterLab:
     """SmolLM2's lab: replies to `distill_prompts` of the project's prompts, features at `train_layers`.
 
     Fresh adapters train at `lr`; a trained one given to `train` continues at a tenth of it.
     Agreement is measured at every layer on the target's `answer_tokens`-token replies to `questions`.
+    `progress` shows a bar over the preparation (each real reply, the distillation replies, their features).
     """
     target = models.target
-    real = features_by_layer(models, real_reply_examples(models, questions, answer_tokens),
-                             range(1, target.config.num_hidden_layers))
-    folder = Path(workdir or tempfile.mkdtemp(prefix="kangaroo_lab_"))
-    lines = (DATA_DIR / "distill" / "prompts.jsonl").read_text(encoding="utf-8").splitlines()
-    prompts = [json.loads(line) for line in lines[:: max(1, len(lines) // distill_prompts)]][:distill_prompts]
-    replies = generate_replies(target, models.tokenizer, prompts, folder / "replies.jsonl", reply_tokens,
-                               batch_size=len(prompts), progress=False)
-    examples = reply_examples(read_replies(replies))
-    features = precompute_features(target, examples, folder / "features", list(train_layers), progress=False)
+    with tqdm(total=len(questions) + 2, desc="target replies and features", disable=not progress) as bar:
+        real = features_by_layer(models, real_reply_examples(models, questions, answer_tokens, bar.update),
+                                 range(1, target.config.num_hidden_layers))
+        folder = Path(workdir or tempfile.mkdtemp(prefix="kangaroo_lab_"))
+        lines = (DATA_DIR / "distill" / "prompts.jsonl").read_text(encoding="utf-8").splitlines()
+        prompts = [json.loads(line) for line in lines[:: max(1, len(lines) // distill_prompts)]][:distill_prompts]
+        replies = generate_replies(target, models.tokenizer, prompts, folder / "replies.jsonl", reply_tokens,
+                                   batch_size=len(prompts), progress=False)
+        bar.update()
+        examples = reply_examples(read_replies(replies))
+        features = precompute_features(target, examples, folder / "features", list(train_layers), progress=False)
+        bar.update()
     vocab = draft_vocab_of(examples, 8192, models.tokenizer.eos_token_id)
     if models.adapter is not None and models.adapter.draft_vocab is not None:
         vocab = models.adapter.draft_vocab.tolist()  # continue with the shipped adapter's vocabulary

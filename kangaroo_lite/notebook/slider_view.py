@@ -316,13 +316,17 @@ def app_figure(result: DecodingResult, stats: dict[str, Any], max_draft_tokens: 
         row=1,
         col=3,
     )
-    fig.update_yaxes(range=[0, 1.15], row=1, col=1)
+    fig.update_yaxes(title_text="share accepted", range=[0, 1.15], row=1, col=1)
+    fig.update_yaxes(title_text="rounds", row=1, col=2)
+    fig.update_yaxes(title_text="tokens per second", row=1, col=3)
     fig.update_xaxes(title_text="draft position", dtick=1, row=1, col=1)
     fig.update_xaxes(title_text="drafts in the round", dtick=1, row=1, col=2)
+    fig.update_xaxes(title_text="decoding", row=1, col=3)
     fig.update_layout(
+        title="Kangaroo at these settings: acceptance, draft lengths and speed",
         barmode="stack",
-        height=300,
-        margin=dict(l=40, r=20, t=40, b=40),
+        height=340,
+        margin=dict(l=50, r=20, t=70, b=40),
         legend=dict(orientation="h", y=-0.25),
     )
     return fig
