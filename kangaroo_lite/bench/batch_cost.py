@@ -9,7 +9,6 @@ tokens stop being free: the reason speculation pays less as the batch grows.
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Sequence
 
 import torch
@@ -17,6 +16,7 @@ from transformers import DynamicCache, PreTrainedModel
 
 from ..core.cache import truncate_cache
 from ..core.checks import check_positive
+from .timing import interleaved_samples_ms
 
 
 @torch.inference_mode()
@@ -40,16 +40,11 @@ def batch_pass_costs(model: PreTrainedModel, prompt_ids: torch.Tensor, batch_siz
         lengths[batch] = caches[batch].get_seq_length()
         fresh[batch] = torch.randint(0, model.config.vocab_size, (batch, max(tokens_per_row)),
                                      generator=generator).to(prompt_ids.device)
-    shapes = [(batch, n) for batch in batch_sizes for n in tokens_per_row]
-    samples: dict[tuple[int, int], list[float]] = {shape: [] for shape in shapes}
-    for round_ in range(repeats + 1):  # the first round is the untimed warm-up
-        for batch, n in shapes[round_ % len(shapes):] + shapes[: round_ % len(shapes)]:
-            start = time.perf_counter()
-            model(input_ids=fresh[batch][:, :n], cache=caches[batch], use_cache=True)
-            elapsed = 1000 * (time.perf_counter() - start)
-            truncate_cache(caches[batch], lengths[batch])
-            if round_:
-                samples[batch, n].append(elapsed)
+    timed = {(batch, n): (lambda batch=batch, n=n: model(input_ids=fresh[batch][:, :n], cache=caches[batch],
+                                                         use_cache=True),
+                          lambda batch=batch: truncate_cache(caches[batch], lengths[batch]))
+             for batch in batch_sizes for n in tokens_per_row}
+    samples = interleaved_samples_ms(timed, repeats)  # one untimed round of every shape first
     return {batch: {n: statistics.median(samples[batch, n]) for n in tokens_per_row} for batch in batch_sizes}
 
 
