@@ -6,9 +6,8 @@ from helpers import tiny_model
 
 from kangaroo_lite import KangarooAdapter
 from kangaroo_lite.bench.cost_model import (
-    FREE_VERIFICATION,
+    RoundCosts,
     Spread,
-    best_expected_speedup,
     expected_speedup,
     expected_tokens_per_step,
     round_costs,
@@ -62,15 +61,14 @@ def test_expected_speedup_formula():
         expected_speedup(1.5, 2, 0.1)
 
 
-def test_a_costly_verification_pass_shortens_the_best_draft_and_caps_the_speedup():
-    cpu = {1: 1.0, 2: 1.48, 4: 1.77, 7: 2.03, 10: 2.09, 16: 2.39}  # SmolLM2 on a 2-core CPU (issue 14)
-    gamma_free, free = best_expected_speedup(0.6, 0.05, FREE_VERIFICATION)
-    gamma_cpu, cpu_speedup = best_expected_speedup(0.6, 0.05, cpu)
-    assert gamma_cpu < gamma_free and cpu_speedup < free
-    assert free == pytest.approx(expected_speedup(0.6, gamma_free, 0.05))
-    assert best_expected_speedup(0.2, 0.05, cpu)[1] < 1  # a weak drafter cannot pay for the pass here
-    with pytest.raises(ValueError, match="max_gamma"):
-        best_expected_speedup(0.5, 0.1, cpu, max_gamma=0)
+def test_a_costly_verification_pass_lowers_the_estimate_below_free_verification():
+    flat = Spread(1.0, 1.0, 1.0)
+    cpu = RoundCosts(target_ms=Spread(60.0, 58.0, 62.0), draft=Spread(0.05, 0.04, 0.06),
+                     curve={1: flat, 2: Spread(1.48, 1.4, 1.5), 4: Spread(1.77, 1.7, 1.8), 8: Spread(2.1, 2.0, 2.2)})
+    assert cpu.verify_cost(3) == pytest.approx((1.48 + 1.77) / 2)  # linear between measured sizes
+    assert cpu.verify_cost(16) == pytest.approx(2.1)  # flat beyond the last
+    assert cpu.expected_speedup(0.6, 3) < expected_speedup(0.6, 3, cpu.c)  # free verification: v = 1
+    assert cpu.expected_speedup(0.2, 3) < 1  # a weak drafter cannot pay for the pass here
 
 
 def test_interleaved_samples_rotate_the_steps_after_a_warm_up_round_and_roll_back_after_each():

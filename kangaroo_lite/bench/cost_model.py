@@ -13,7 +13,7 @@ from ..adapter.model import KangarooAdapter
 from ..core.cache import truncate_cache
 from ..core.draft_length import ContextCostCurve
 from ..decoding.self_draft import SelfDraft
-from .timing import forward_latency_ms, interleaved_samples_ms, median_ms
+from .timing import interleaved_samples_ms
 
 
 def _check_alpha(alpha: float) -> None:
@@ -43,32 +43,17 @@ def expected_speedup(alpha: float, gamma: float, cost_ratio: float, verify_cost:
     return expected_tokens_per_step(alpha, gamma) / (gamma * cost_ratio + verify_cost)
 
 
-FREE_VERIFICATION = {1: 1.0, 16: 1.0}
-"""A cost curve where a pass over up to 16 tokens costs what a pass over one does: an assumption
-for a small model on a GPU (memory-bound decoding). Measured once for SmolLM2 on an H200: a pass
-over 2–16 tokens cost 0.8–1.0 passes over one (results/gpu/smollm2_h200_greedy.json)."""
-
-
-def best_expected_speedup(alpha: float, cost_ratio: float, curve: dict[int, float],
-                          max_gamma: int = 15) -> tuple[int, float]:
-    """The draft length γ ≤ `max_gamma` with the highest expected speedup under `curve`, and that speedup."""
-    if max_gamma < 1:
-        raise ValueError(f"max_gamma must be >= 1, got {max_gamma!r}")
-    return max(((g, expected_speedup(alpha, g, cost_ratio, relative_cost(curve, g + 1)))
-                for g in range(1, max_gamma + 1)), key=lambda pair: pair[1])
-
-
-def cost_ratio(target: PreTrainedModel, draft: PreTrainedModel, prompt_ids: torch.Tensor) -> float:
-    """c = latency of one draft forward step / latency of one target forward step (1 token each)."""
-    return forward_latency_ms(draft, prompt_ids, [1])[1] / forward_latency_ms(target, prompt_ids, [1])[1]
-
-
+@torch.inference_mode()
 def cost_curve(target: PreTrainedModel, prompt_ids: torch.Tensor, sizes: list[int] | None = None,
                repeats: int = 15) -> dict[int, float]:
-    """The target's cost of one cached pass over n new tokens, relative to a pass over one: {n: ratio}."""
+    """v(n), the target's cost of one cached pass over n new tokens relative to a pass over one: {n: median ratio}.
+
+    Measured as `round_costs` measures it (the pass sizes timed in turn within each repeat), without a draft step.
+    """
     sizes = sorted(set(sizes or [1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16]) | {1})
-    latency = forward_latency_ms(target, prompt_ids, sizes, repeats)
-    return {n: latency[n] / latency[1] for n in sizes}
+    samples = interleaved_samples_ms(_target_passes(target, prompt_ids, sizes), repeats)
+    one = statistics.median(samples[1])
+    return {n: statistics.median(samples[n]) / one for n in sizes}
 
 
 def context_cost_curve(target: PreTrainedModel, prompts: Sequence[torch.Tensor], sizes: list[int] | None = None,
@@ -88,26 +73,6 @@ def relative_cost(curve: dict[int, float], tokens: float) -> float:
         if tokens <= high:
             return curve[low] + (curve[high] - curve[low]) * (tokens - low) / (high - low)
     return curve[sizes[-1]]
-
-
-@torch.inference_mode()
-def self_draft_cost_ratio(target: PreTrainedModel, adapter: KangarooAdapter, prompt_ids: torch.Tensor,
-                          repeats: int = 15) -> float:
-    """c for Kangaroo: one draft step's own work (adapter + draft head; the shallow layers are shared) / one pass.
-
-    The adapter attends over the prompt's exited states, as it does while decoding.
-    """
-    exited = target.model(input_ids=prompt_ids, output_hidden_states=True).hidden_states[adapter.exit_layer]
-    positions = torch.arange(exited.shape[1], device=exited.device).unsqueeze(0)
-    rope = target.model.rotary_emb(exited, positions)
-    weight, bias = adapter.draft_head(target.lm_head)
-    cache = DynamicCache()
-    adapter(exited[:, :-1], tuple(r[:, :-1] for r in rope), adapter.causal_mask(exited[:, :-1], positions[:, :-1]),
-            cache=cache)
-    last, last_rope, length = exited[:, -1:], tuple(r[:, -1:] for r in rope), cache.get_seq_length()
-    step = median_ms(lambda: torch.nn.functional.linear(adapter(last, last_rope, cache=cache)[0, -1], weight, bias),
-                     lambda: truncate_cache(cache, length), repeats)
-    return step / forward_latency_ms(target, prompt_ids, [1], repeats)[1]
 
 
 @dataclass(frozen=True)
@@ -166,23 +131,31 @@ def round_costs(target: PreTrainedModel, drafter: PreTrainedModel | KangarooAdap
     called after each repeat (a progress bar's `update`).
     """
     sizes = sorted(set(sizes) | {1})
-    cache = DynamicCache(config=target.config)
-    target(input_ids=prompt_ids, cache=cache, use_cache=True)
-    length = cache.get_seq_length()
-    fresh = torch.randint(0, target.config.vocab_size, (1, max(sizes)), generator=torch.Generator().manual_seed(0))
-    fresh = fresh.to(prompt_ids.device)
-    timed: dict[int | str, tuple[Callable[[], object], Callable[[], None]]] = {
-        n: (lambda n=n: target(input_ids=fresh[:, :n], cache=cache, use_cache=True),
-            lambda: truncate_cache(cache, length)) for n in sizes}
-    timed["draft"] = _draft_step(drafter, target, prompt_ids)
+    timed: dict[int | str, Timed] = {**_target_passes(target, prompt_ids, sizes),
+                                     "draft": _draft_step(drafter, target, prompt_ids)}
     samples = interleaved_samples_ms(timed, repeats, progress=progress)
     one = statistics.median(samples[1])
     return RoundCosts(target_ms=Spread.of(samples[1]), draft=Spread.of(samples["draft"], one),
                       curve={n: Spread.of(samples[n], one) for n in sizes})
 
 
+Timed = tuple[Callable[[], object], Callable[[], None]]
+"""A step to time and the rollback that undoes it."""
+
+
+def _target_passes(target: PreTrainedModel, prompt_ids: torch.Tensor, sizes: Sequence[int]) -> dict[int, Timed]:
+    """For each n, one cached target pass over n new tokens after `prompt_ids`, rolled back to the prompt."""
+    cache = DynamicCache(config=target.config)
+    target(input_ids=prompt_ids, cache=cache, use_cache=True)
+    length = cache.get_seq_length()
+    fresh = torch.randint(0, target.config.vocab_size, (1, max(sizes)), generator=torch.Generator().manual_seed(0))
+    fresh = fresh.to(prompt_ids.device)
+    return {n: (lambda n=n: target(input_ids=fresh[:, :n], cache=cache, use_cache=True),
+                lambda: truncate_cache(cache, length)) for n in sizes}
+
+
 def _draft_step(drafter: PreTrainedModel | KangarooAdapter, target: PreTrainedModel,
-                prompt_ids: torch.Tensor) -> tuple[Callable[[], object], Callable[[], None]]:
+                prompt_ids: torch.Tensor) -> Timed:
     """One draft step after the cached prompt, and the rollback that undoes it."""
     n = prompt_ids.shape[1]
     if isinstance(drafter, KangarooAdapter):
