@@ -6,10 +6,11 @@ import pytest
 from helpers import run_notebook
 
 NOTEBOOK = "06_batching"
-# Smaller than the defaults, for speed: two subtasks, batches of 1 and 2, short answers.
+# Smaller than the defaults, for speed: two subtasks, batches of 1 and 2, short answers; three timing repeats
+# (the median), since a tiny run of a few tens of milliseconds is otherwise at the mercy of one preemption.
 SMALL = {"cost_batch_sizes": [1, 4], "cost_repeats": 3, "demo_subtasks": ["qa", "math_reasoning"],
          "demo_max_new_tokens": 16, "batch_sizes": [1, 2], "methods": ["autoregressive", "kangaroo"],
-         "subtasks": ["qa", "math_reasoning"], "questions_per_subtask": 1, "max_new_tokens": 24}
+         "subtasks": ["qa", "math_reasoning"], "questions_per_subtask": 1, "max_new_tokens": 24, "repeats": 3}
 
 
 def run(tmp_path: Path, name: str, **parameters) -> dict:

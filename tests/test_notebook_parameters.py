@@ -42,7 +42,7 @@ CASES = {
         {"cost_batch_sizes": [1, 3], "cost_tokens_per_row": [1, 3], "cost_repeats": 2,
          "demo_subtasks": ["qa", "translation"], "demo_max_new_tokens": 16, "batch_sizes": [1, 3],
          "methods": ["autoregressive", "kangaroo"], "subtasks": ["qa", "math_reasoning"], "questions_per_subtask": 2,
-         "max_new_tokens": 16},
+         "max_new_tokens": 16, "repeats": 3},
         lambda r: sorted(int(b) for b in r["pass_costs_ms"]) == [1, 3]
         and sorted(int(k) for k in r["pass_costs_ms"]["3"]) == [1, 3]
         and sorted(d["subtask"] for d in r["demo"]) == ["qa", "translation"] and r["batch_sizes"] == [1, 3]
