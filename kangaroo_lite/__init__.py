@@ -5,6 +5,7 @@ from .adapter.training import draft_vocabulary, evaluate_drafter, train_adapter
 from .core.result import DecodingResult, Step
 from .decoding.autoregressive import autoregressive
 from .decoding.kangaroo import kangaroo
+from .decoding.lookup import lookup
 from .decoding.mtad import mtad
 from .decoding.speculative import speculative
 from .model_sets.loading import DefaultModels, load_default
@@ -23,6 +24,7 @@ __all__ = [
     "load_default",
     "load_model",
     "load_tokenizer",
+    "lookup",
     "mtad",
     "speculative",
     "train_adapter",

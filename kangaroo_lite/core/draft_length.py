@@ -136,3 +136,40 @@ class DraftBackoff:
             return
         self.skip = min(2 * self.skip or 1, self.longest)
         self.wait = self.skip
+
+
+@dataclass
+class AcceptanceRate:
+    """The share of one draft source's drafts that the target accepted where it reached them, in one generation.
+
+    A draft is reached when every draft before it in its round was accepted. `prior` pseudo-drafts
+    accepted at `prior_rate` stand in before there is evidence.
+    """
+
+    prior_rate: float = 0.5
+    prior: float = 2.0
+    reached: float = 0.0
+    accepted: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        """Accepted over reached drafts so far, with the prior."""
+        return (self.accepted + self.prior * self.prior_rate) / (self.reached + self.prior)
+
+    def update(self, verified: int, accepted: int) -> None:
+        """Record a round that verified `verified` of this source's drafts and accepted the first `accepted`."""
+        if verified:
+            self.reached += min(verified, accepted + 1)
+            self.accepted += accepted
+
+
+def tokens_per_cost(rate: float, drafts: int, curve: Mapping[int, float] | None) -> float:
+    """Expected new tokens per unit of verification cost of the best number of ≤ `drafts` drafts, each
+    accepted with probability `rate` (given the ones before it): what a draft source is worth now.
+
+    Without a cost curve every pass costs the same and every draft is worth verifying.
+    """
+    if curve is None:
+        return sum(rate**i for i in range(drafts + 1))
+    keep = best_draft_length([rate] * drafts, curve)
+    return sum(rate**i for i in range(keep + 1)) / curve_at(curve, keep + 1)

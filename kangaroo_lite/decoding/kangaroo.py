@@ -32,9 +32,16 @@ from ..core.checks import check_non_negative, check_positive, check_unit_interva
 from ..core.draft_length import AcceptanceCalibration, ContextCostCurve, DraftBackoff, best_draft_length, curve_for
 from ..core.result import DecodingResult, Recorder, Step
 from ..core.sampling import check_sampling, make_generator, probs_of, verify_drafts, warp
+from .copy_drafts import COPY, CopyDrafts, point_mass, rival_value
 from .draft_rows import BACKOFF, BUDGET, COST, EOS, MAX_DRAFT_TOKENS, THRESHOLD
 from .kangaroo_batch import kangaroo_batch
 from .self_draft import SelfDraft
+
+
+def _confidence(row: torch.Tensor, temperature: float, top_p: float) -> float:
+    """A draft's confidence: the top-1 probability of the distribution it is drawn from (softmax when greedy)."""
+    probs = torch.softmax(row.float(), -1) if temperature == 0 else warp(row, temperature, top_p)
+    return float(probs.max())
 
 
 def _draft(
@@ -47,9 +54,11 @@ def _draft(
     top_p: float,
     generator: torch.Generator,
     eos: int | None = None,
+    first: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple:
     """Draft up to `budget` tokens after `last` (1, 1) at `position`.
 
+    `first`: the exited state of `last` and the adapter's logits after it, when already computed.
     Returns the drafted ids, their draft distributions (k, V; None when greedy) and logits (k, V), the confidences,
     the exited states of the tokens drafted from, [last, drafts but the last] (a list of (1, 1, h); the last
     draft's are computed only if it is kept: `_exit_newest`), and what stopped it early (EOS, THRESHOLD or None).
@@ -57,9 +66,12 @@ def _draft(
     drafted, rows, dists, confidences, exited = [], [], [], [], []
     token, stop = last, None
     for i in range(budget):
-        hidden, rope = model.shallow(token, position + i)  # every draft needs its shallow KV for verification
+        if i == 0 and first is not None:
+            hidden, row = first
+        else:
+            hidden, rope = model.shallow(token, position + i)  # every draft needs its shallow KV for verification
+            row = model.draft(hidden, rope, position + i)
         exited.append(hidden)
-        row = model.draft(hidden, rope, position + i)
         if temperature == 0:
             confidence, choice = torch.softmax(row.float(), -1).max(-1)
         else:  # confidence in the distribution the draft actually samples from
@@ -80,6 +92,21 @@ def _draft(
     logits = torch.stack(rows) if rows else None
     q = torch.stack(dists) if dists else None  # None when greedy: verification matches argmaxes
     return drafted, q, logits, confidences, exited, stop
+
+
+def _copy_states(model: SelfDraft, last: torch.Tensor, copied: list[int], position: int, read_last: bool,
+                 adapter_after: bool) -> list[torch.Tensor]:
+    """The shallow pass of the copied tokens (and of `last` at `position`, unless the adapter has read it),
+    in one pass; the adapter reads their states later (when it drafts after the copy, the last copy's
+    state is left to `_draft`). Returns the exited states of [last, copies] it computed."""
+    tokens = torch.tensor([copied[:-1] if adapter_after else copied], device=last.device, dtype=torch.long)
+    if not read_last:
+        tokens = torch.cat([last, tokens], 1)
+    if not tokens.shape[1]:
+        return []
+    states, _ = model.shallow(tokens, position + read_last)
+    model.defer(states)
+    return [states]
 
 
 def _exit_newest(model: SelfDraft, last: torch.Tensor, drafted: list[int], position: int) -> torch.Tensor:
@@ -109,6 +136,9 @@ def kangaroo(
     cost_curve: Mapping[int, float] | ContextCostCurve | None = None,
     attention_mask: torch.Tensor | None = None,
     backoff: int = 4,
+    copy_drafts: bool = True,
+    max_copy_tokens: int = 8,
+    min_match: int = 2,
 ) -> DecodingResult | list[DecodingResult]:
     """Kangaroo self-speculative decoding: lossless, greedy or sampled.
 
@@ -153,6 +183,7 @@ def kangaroo(
     pause = DraftBackoff(backoff if cost_curve is not None else 0)
     model = SelfDraft(target, adapter)
     model.check_window(ids.shape[1] + max_new_tokens)
+    copies = CopyDrafts(ids[0].tolist(), max_copy_tokens, min_match) if copy_drafts else None
 
     # No separate prefill pass: the shallow layers read the prompt but its last token now; the
     # adapter reads it with the first draft, the deep layers with the first verification.
@@ -165,41 +196,80 @@ def kangaroo(
     while not recorder.done:
         context = sequence.shape[1]
         budget = min(max_draft_tokens, recorder.remaining - 1)  # never draft past max_new_tokens
+        curve = None if cost_curve is None else curve_for(cost_curve, context)
         paused = budget > 0 and not pause.drafts_now()
-        drafted, q, draft_logits, confidences, exited, stop = _draft(
-            model, sequence[:, -1:], context - 1, 0 if paused else budget, threshold, temperature, top_p, generator,
-            recorder.eos_token_id,
-        )
-        stop = stop or (BACKOFF if paused else MAX_DRAFT_TOKENS if budget == max_draft_tokens else BUDGET)
+        last = sequence[:, -1:]
+        first = None  # the adapter's first step: its confidence values the adapter against a copy
+        if budget > 0 and not paused:
+            hidden, rope = model.shallow(last, context - 1)
+            first = hidden, model.draft(hidden, rope, context - 1)
+        copied = []
+        if copies is not None and recorder.remaining > 1:
+            confidence = None if first is None else _confidence(first[1], temperature, top_p)
+            if confidence is not None and cost_curve is not None:
+                confidence = calibration.corrected([confidence])[0]
+            copied = copies.propose(recorder.remaining - 1, curve, rival_value(confidence, budget, curve))
+        if copied:  # copy, then let the adapter draft on if it is active and the budget allows
+            after = min(max_draft_tokens, recorder.remaining - 1 - len(copied)) if first is not None else 0
+            exited = ([first[0]] if first is not None else []) + _copy_states(
+                model, last, copied, context - 1, first is not None, after > 0)
+            drafted, q, draft_logits, confidences, more, stop = _draft(
+                model, torch.tensor([copied[-1:]], device=ids.device), context - 1 + len(copied), after, threshold,
+                temperature, top_p, generator, recorder.eos_token_id,
+            )
+            exited += more
+            stop = stop or (COPY if not drafted else MAX_DRAFT_TOKENS if after == max_draft_tokens else BUDGET)
+        else:
+            drafted, q, draft_logits, confidences, exited, stop = _draft(
+                model, last, context - 1, 0 if paused else budget, threshold, temperature, top_p, generator,
+                recorder.eos_token_id, first,
+            )
+            stop = stop or (BACKOFF if paused else MAX_DRAFT_TOKENS if budget == max_draft_tokens else BUDGET)
+        own = calibration.corrected(confidences) if cost_curve is not None else confidences
+        copy_estimates = copies.confidences(len(copied)) if copied else []
+        estimates = copy_estimates + own
+        drafted, kept_copies = copied + drafted, len(copied)
         if cost_curve is not None and drafted:
-            keep = best_draft_length(calibration.corrected(confidences), curve_for(cost_curve, context))
-            pause.update(keep)
+            keep = best_draft_length(estimates, curve)
+            if not copied:
+                pause.update(keep)
             if keep < len(drafted):  # the rest are not worth verifying; rollback forgets their states
-                drafted, confidences, exited, stop = drafted[:keep], confidences[:keep], exited[: keep + 1], COST
-                draft_logits = draft_logits[:keep]
-                q = None if q is None else q[:keep]
-        if len(exited) == len(drafted):  # the newest token to verify has not run the shallow layers yet
-            exited = [*exited, _exit_newest(model, sequence[:, -1:], drafted, context - 1)]
-        exited = torch.cat(exited, dim=1)
+                drafted, stop, kept_copies = drafted[:keep], COST, min(keep, len(copied))
+                own_kept = keep - kept_copies
+                confidences, draft_logits = confidences[:own_kept], draft_logits[:own_kept] if own_kept else None
+                q = None if q is None or not own_kept else q[:own_kept]
+        exited = torch.cat(exited, dim=1) if exited else None
+        if exited is None or exited.shape[1] == len(drafted):  # the newest token to verify has no exited state yet
+            newest = _exit_newest(model, last, drafted, context - 1)
+            exited = newest if exited is None else torch.cat([exited, newest], dim=1)
+        exited = exited[:, : len(drafted) + 1]
         # Verify: the deep layers read [last token, drafts] once, from their exited states (in the
         # first round after the rest of the prompt).
         if unread is not None:
             exited, unread = torch.cat([unread, exited], dim=1), None
         target_logits = model.deep(exited, context - exited.shape[1] + len(drafted), keep_last=len(drafted) + 1)
+        if temperature > 0 and kept_copies:  # a copied token's draft distribution: a point mass on it
+            copy_q = point_mass(drafted[:kept_copies], target_logits.shape[-1], ids.device)
+            q = copy_q if q is None else torch.cat([copy_q, q])
         accepted, token = verify_drafts(target_logits, q, drafted, temperature, top_p, generator)
         step = Step(
             emitted=drafted[:accepted] + [token],
             drafted=drafted,
             accepted=accepted,
-            info=dict(exit_layer=model.exit_layer, confidences=confidences, draft_stop=stop),
+            info=dict(exit_layer=model.exit_layer, confidences=copy_estimates[:kept_copies] + confidences,
+                      draft_stop=stop, copied=kept_copies),
         )
         if cost_curve is not None:
             step.info["calibration"] = calibration.scale
-            calibration.update(confidences, accepted)
+            if accepted >= kept_copies:  # the adapter's drafts were reached
+                calibration.update(confidences, accepted - kept_copies)
         if drafted:
-            step.draft_probs = probs_of(draft_logits, drafted, temperature, top_p)
+            own_probs = probs_of(draft_logits, drafted[kept_copies:], temperature, top_p) if confidences else []
+            step.draft_probs = [1.0] * kept_copies + own_probs
             step.target_probs = probs_of(target_logits[:-1], drafted, temperature, top_p)
         kept = recorder.record(step)
+        if copies is not None:
+            copies.record(kept_copies, accepted, kept)
         sequence = torch.cat([sequence, torch.tensor([kept], device=ids.device)], dim=1)
         model.rollback(sequence.shape[1] - 1)
         if on_round is not None:
