@@ -156,6 +156,79 @@ def test_draft_backoff_pauses_each_row_as_it_would_alone():
     assert any(all(row[i] == "backoff" for row in stops) for i in range(min(map(len, stops))))
 
 
+# ---------------------------------------------------------------- copy drafts: each row copies its own context
+
+
+def repetitive_prompts(count: int, vocab: int = 64, seed: int = 0) -> list[torch.Tensor]:
+    """Prompts that repeat a phrase of their own, so that copies are proposed."""
+    generator = torch.Generator().manual_seed(seed)
+    phrases = [torch.randint(3, vocab, (int(length),), generator=generator)
+               for length in torch.randint(3, 7, (count,), generator=generator)]
+    return [torch.cat([phrase] * 3 + [phrase[:2]]) for phrase in phrases]
+
+
+def remaining_before(result, budget: int) -> list[int]:
+    """The token budget each round of a result started with."""
+    emitted = [0] + [len(step.emitted) for step in result.steps]
+    return [budget - sum(emitted[: i + 1]) for i in range(len(result.steps))]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("cost_curve", [None, {1: 1.0, 2: 1.3, 3: 1.9}], ids=["no-curve", "cost-curve"])
+def test_rows_copy_their_own_context_as_they_would_alone(cost_curve, family):
+    """Repetitive and fresh prompts in one batch: every row copies, drafts after its copies, pauses and
+    is cut by the cost model as it would alone, and is token-identical to autoregressive decoding."""
+    prompts = repetitive_prompts(3, seed=1) + prompts_of([2, 40, 9], seed=10)
+    options = dict(max_draft_tokens=4, threshold=0.0, cost_curve=cost_curve)
+    batch = kangaroo(target(family), adapter(family), prompts, 30, **options)
+    for prompt, row in zip(prompts, batch, strict=True):
+        alone = kangaroo(target(family), adapter(family), prompt, 30, **options)
+        assert [(s.drafted, s.accepted, s.emitted, s.info["copied"], s.info["draft_stop"]) for s in row.steps] == \
+            [(s.drafted, s.accepted, s.emitted, s.info["copied"], s.info["draft_stop"]) for s in alone.steps]
+        for ours, its in zip(row.steps, alone.steps, strict=True):
+            assert ours.info["confidences"] == pytest.approx(its.info["confidences"], abs=1e-4)
+            assert ours.draft_probs == pytest.approx(its.draft_probs, abs=1e-4)
+        assert row.target_forwards == alone.target_forwards
+        assert row.tokens == autoregressive(target(family), prompt, 30).tokens
+    steps = [step for row in batch for step in row.steps]
+    assert sum(any(step.info["copied"] for step in row.steps) for row in batch) >= 3
+    assert all(step.draft_probs[: step.info["copied"]] == [1.0] * step.info["copied"] for step in steps)
+    assert any(0 < step.info["copied"] < len(step.drafted) for step in steps), "the adapter drafts after a copy"
+    if cost_curve is not None:  # a row whose drafting is paused still copies (nothing drafted after the copy)
+        assert any(step.info["draft_stop"] == "backoff" for step in steps)
+        assert any(step.info["draft_stop"] == "copy" and len(step.drafted) < left - 1
+                   for row in batch for step, left in zip(row.steps, remaining_before(row, 30), strict=True))
+
+
+@pytest.mark.parametrize("cost_curve", [None, {1: 1.0, 2: 1.3, 3: 1.9}], ids=["no-curve", "cost-curve"])
+def test_sampled_rows_with_copies_are_their_prompts_sampled_alone_with_their_seeds(cost_curve):
+    """Row i with `seed + i` draws what its prompt alone draws with that seed: nothing is sampled for a copy."""
+    prompts = repetitive_prompts(3, seed=1) + prompts_of([2, 40, 9], seed=10)
+    models = target(sharpness=8.0), adapter(sharpness=8.0)
+    options = dict(max_draft_tokens=4, threshold=0.0, temperature=1.0, cost_curve=cost_curve)
+    for seed in (0, 10):
+        batch = kangaroo(*models, prompts, 30, seed=seed, **options)
+        for i, (prompt, row) in enumerate(zip(prompts, batch, strict=True)):
+            alone = kangaroo(*models, prompt, 30, seed=seed + i, **options)
+            assert [(s.drafted, s.accepted, s.emitted, s.info["copied"]) for s in row.steps] == \
+                [(s.drafted, s.accepted, s.emitted, s.info["copied"]) for s in alone.steps]
+        assert sum(step.info["copied"] for row in batch for step in row.steps) > 0
+
+
+def test_the_copy_options_reach_every_row():
+    prompts = repetitive_prompts(3, seed=2)
+    off = kangaroo(target(), adapter(), prompts, 20, copy_drafts=False)
+    short = kangaroo(target(), adapter(), prompts, 20, max_copy_tokens=2, min_match=3)
+    for prompt, no_copies, copies in zip(prompts, off, short, strict=True):
+        assert all(step.info["copied"] == 0 for step in no_copies.steps)
+        assert [s.drafted for s in no_copies.steps] == \
+            [s.drafted for s in kangaroo(target(), adapter(), prompt, 20, copy_drafts=False).steps]
+        assert [s.drafted for s in copies.steps] == \
+            [s.drafted for s in kangaroo(target(), adapter(), prompt, 20, max_copy_tokens=2, min_match=3).steps]
+        assert no_copies.tokens == copies.tokens == autoregressive(target(), prompt, 20).tokens
+    assert max(step.info["copied"] for row in short for step in row.steps) == 2
+
+
 # ---------------------------------------------------------------- the layout: holes are invisible
 
 
@@ -221,6 +294,27 @@ def test_sampling_keeps_the_target_distribution_in_every_row(method):
         for row, result in enumerate(batch):
             samples[row].append(tuple(result.tokens))
     for row, prompt in enumerate(prompts):
+        exact = exact_two_token_distribution(model, prompt, 1.0, 1.0)
+        assert chi_square_pvalue(samples[row], exact) > 1e-3
+
+
+def test_sampling_with_copies_keeps_the_target_distribution_in_every_row():
+    """Each row's first round copies one token of its prompt (a point-mass draft) and the adapter drafts one
+    more after it; chi-square test of each row's first two tokens (false alarm rate 1e-3, seeds fixed)."""
+    vocab, runs, prompts = 8, 1500, [[1, 2, 3, 1, 2], [4, 5, 6, 7, 4, 5]]
+    model = target("llama", vocab, None, 4.0)
+    samples: list[list[tuple[int, int]]] = [[], []]
+    accepted = [0, 0]  # first rounds whose copy was accepted, per row
+    for seed in range(runs):
+        batch = kangaroo(model, adapter("llama", vocab, None, 4.0), prompts, 3, max_draft_tokens=1, threshold=0.0,
+                         max_copy_tokens=1, temperature=1.0, seed=seed * 2)
+        for row, result in enumerate(batch):
+            first = result.steps[0]
+            assert first.info["copied"] == 1 and len(first.drafted) == 2, "every first round copies, then drafts"
+            accepted[row] += min(first.accepted, 1)
+            samples[row].append(tuple(result.tokens[:2]))
+    for row, prompt in enumerate(prompts):
+        assert 0.05 < accepted[row] / runs < 0.95, "both the accept and the reject path are exercised"
         exact = exact_two_token_distribution(model, prompt, 1.0, 1.0)
         assert chi_square_pvalue(samples[row], exact) > 1e-3
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from helpers import make_tiny_data_dir
 
+from kangaroo_lite.bench.cost_model import expected_speedup
 from kangaroo_lite.bench.methods import ABLATIONS, OURS, PEERS, hf_generate
 from kangaroo_lite.bench.runner import (
     BenchConfig,
@@ -45,7 +46,7 @@ def test_every_method_is_summarised_with_per_subtask_figures(results):
 def test_lossless_methods_match_the_baseline_and_mismatches_are_reported(results):
     assert mismatches(results) == []
     assert all(results["summary"][m]["identical_to_baseline"]
-               for m in ("speculative", "kangaroo", "kangaroo_full_vocab", "hf_assisted"))
+               for m in ("speculative", "kangaroo", "kangaroo_full_vocab", "kangaroo_no_copy", "lookup", "hf_assisted"))
     broken = json.loads(json.dumps(results))
     broken["summary"]["kangaroo"]["identical_to_baseline"] = False
     assert mismatches(broken) == ["kangaroo"]
@@ -58,8 +59,13 @@ def test_the_cost_models_estimate_is_computed_from_the_stored_round_costs(result
     for name in ("speculative", "kangaroo"):
         summary, costs = results["summary"][name], round_costs_of(stored, name)
         assert costs.c == pytest.approx(summary["cost_ratio"]) and set(costs.curve) >= {1, 8}
-        assert costs.expected_speedup(summary["judged_acceptance_rate"], summary["mean_drafted"]) == pytest.approx(
+        c = costs.c * (1 - summary["copied_drafts"])  # a copied draft needs no draft step
+        assert expected_speedup(summary["judged_acceptance_rate"], summary["mean_drafted"], c,
+                                costs.verify_cost(summary["mean_drafted"] + 1)) == pytest.approx(
             summary["estimated_speedup"])
+    lookup = results["summary"]["lookup"]
+    assert lookup["cost_ratio"] == 0 and round_costs_of(stored, "lookup").curve == costs.curve  # copies: no draft step
+    assert lookup["accepted_by_source"]["drafted"] == 0
     steps = [Step(emitted=[1, 2], drafted=[1, 5], accepted=1), Step(emitted=[3])]  # one judged rejection
     estimate = cost_estimate(steps, costs)
     assert estimate["judged_acceptance_rate"] == pytest.approx(0.5) and estimate["mean_drafted"] == pytest.approx(1)
@@ -86,6 +92,24 @@ def test_results_json_and_a_self_contained_html_report_are_written(results, tmp_
     assert "Plotly.newPlot" in report  # plotly.js is inlined ...
     assert '<script src="http' not in report.replace("'", '"')  # ... and nothing is fetched from a CDN
     assert report.count('class="plotly-graph-div"') == 3
+    assert 'id="sources"' in report  # where each subtask's accepted drafts came from
+
+
+def test_accepted_drafts_are_credited_to_the_context_or_the_drafter():
+    from kangaroo_lite.bench.report import copied_share, source_rows
+    from kangaroo_lite.bench.runner import accepted_by_source
+    from kangaroo_lite.core.result import Step
+
+    steps = [Step(emitted=[1, 2, 3], drafted=[1, 2, 4], accepted=2, info={"copied": 1}),  # a copy, a draft
+             Step(emitted=[5, 6, 7, 8], drafted=[5, 6, 7], accepted=3, info={"copied": 3}),  # three copies
+             Step(emitted=[9])]
+    sources = accepted_by_source(steps)
+    assert sources == {"copied": 4, "drafted": 1, "own": 3}
+    assert copied_share(sources) == pytest.approx(0.8) and copied_share({"copied": 0, "drafted": 0}) is None
+    drafted_only = {"copied": 0, "drafted": 2}
+    results = {"summary": {"kangaroo": {"per_subtask": {"rag": {"accepted_by_source": sources}}},
+                           "speculative": {"per_subtask": {"rag": {"accepted_by_source": drafted_only}}}}}
+    assert source_rows(results) == (["kangaroo"], [["rag", "4 / 1"]])
 
 
 def test_the_device_option_is_honoured():

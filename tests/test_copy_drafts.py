@@ -100,19 +100,30 @@ def test_a_copy_source_learns_its_acceptance_and_is_valued_by_it():
     assert rate.rate == pytest.approx(5 / 6)
     rate.update(verified=4, accepted=0)  # only the first was reached
     assert rate.rate == pytest.approx(5 / 7)
-    assert tokens_per_cost(0.5, 2, None) == pytest.approx(1.75)
-    assert tokens_per_cost(0.0, 4, COSTLY) == pytest.approx(1.0)  # worthless drafts are not verified
-    assert tokens_per_cost(0.9, 4, COSTLY) > tokens_per_cost(0.5, 4, COSTLY)
+    assert tokens_per_cost([0.5, 0.5], None) == pytest.approx(1.75)
+    assert tokens_per_cost([0.0] * 4, COSTLY) == pytest.approx(1.0)  # worthless drafts are not verified
+    assert tokens_per_cost([0.9] * 4, COSTLY) > tokens_per_cost([0.5] * 4, COSTLY)
 
 
 def test_copies_are_proposed_only_when_they_are_worth_more_than_the_rival():
-    copies = CopyDrafts([1, 2, 3, 4, 5, 1, 2], max_copy_tokens=4)
+    copies = CopyDrafts([1, 2, 3, 4, 5, 1, 2], max_copy_tokens=4, min_match=2)
     assert copies.propose(10, None, rival=1.0) == [3, 4, 5, 1]
+    assert copies.match_length == 2 and copies.confidences(4) == pytest.approx([0.5, 0.65, 0.65, 0.65])
     assert copies.propose(2, None, rival=1.0) == [3, 4]  # never past the budget
     assert copies.propose(10, None, rival=10.0) == []  # a rival worth more wins
-    for _ in range(20):  # copies that are always rejected lose their value
-        copies.acceptance.update(4, 0)
+    for _ in range(20):  # copies after 2-token matches that are always rejected lose their value
+        copies.propose(10, None, rival=1.0)
+        copies.record(4, 0, [])
     assert copies.propose(10, COSTLY, rival=1.0) == []
+
+
+def test_longer_matches_are_trusted_more_and_each_match_length_learns_on_its_own():
+    copies = CopyDrafts([1, 2, 3, 4, 9, 8, 1, 2, 3, 4])  # the suffix [1, 2, 3, 4] matched in full
+    assert copies.propose(8, None, rival=1.0) == [9, 8, 1, 2, 3, 4]
+    assert copies.match_length == 4 and copies.confidences(2) == pytest.approx([0.8, 0.9])
+    copies.record(6, 6, [9, 8, 1, 2, 3, 4, 7])  # all six accepted, then the target's own 7
+    first, later = copies.rates[4]
+    assert first.rate > 0.8 and later.rate > 0.9 and 2 not in copies.rates
 
 
 def test_a_copied_token_is_accepted_with_its_target_probability_and_otherwise_resampled_without_it():

@@ -146,3 +146,17 @@ def test_kangaroo_pauses_drafting_where_drafts_do_not_pay_and_stays_lossless():
     assert plain.tokens == base and "backoff" not in [s.info["draft_stop"] for s in plain.steps]
     with pytest.raises(ValueError, match="backoff"):
         kangaroo(target, adapter, prompt, 5, backoff=-1)
+
+
+def test_sampled_drafts_are_kept_one_by_one_and_never_for_the_drafts_after_them():
+    # A second draft that rides along cheaply would make a weak first one worth verifying: greedy
+    # drafts are fixed, so the best length looks ahead; a sampled draft must be decided without the
+    # confidence of the draft after it (which depends on the sampled token).
+    curve = {1: 1.0, 2: 1.3, 3: 1.32, 4: 1.34}
+    assert best_draft_length([0.2, 0.99, 0.99], curve) == 3
+    assert best_draft_length([0.2, 0.99, 0.99], curve, sampled_from=0) == 0
+    assert best_draft_length([0.9, 0.9], curve, sampled_from=0) == 2  # each raises the rate given the ones before
+    # Copies (fixed) before sampled drafts: the copies are cut on their own, the sampled drafts follow only
+    # after all of them.
+    assert best_draft_length([0.9, 0.9, 0.05], curve, sampled_from=2) == 2
+    assert best_draft_length([0.05, 0.99], curve, sampled_from=1) == 0

@@ -124,14 +124,16 @@ def test_greedy_identity_holds_when_the_draft_vocabulary_lacks_tokens_the_target
 
 
 def test_threshold_zero_always_drafts_max_draft_tokens():
-    result = kangaroo(tiny_target(), tiny_adapter(), [1, 2, 3], 40, max_draft_tokens=5, threshold=0.0, copy_drafts=False)
+    result = kangaroo(tiny_target(), tiny_adapter(), [1, 2, 3], 40, max_draft_tokens=5, threshold=0.0,
+                      copy_drafts=False)
     full = [step for step in result.steps[1:] if step.info["draft_stop"] != "budget"]
     assert full and all(len(step.drafted) == 5 for step in full)
     assert all(step.info["draft_stop"] == "max_draft_tokens" for step in full)
 
 
 def test_threshold_one_drafts_a_single_token_per_round():
-    result = kangaroo(tiny_target(), tiny_adapter(), [1, 2, 3], 30, max_draft_tokens=5, threshold=1.0, copy_drafts=False)
+    result = kangaroo(tiny_target(), tiny_adapter(), [1, 2, 3], 30, max_draft_tokens=5, threshold=1.0,
+                      copy_drafts=False)
     rounds = [step for step in result.steps[1:] if step.info["draft_stop"] != "budget"]
     assert len(rounds) >= 10
     assert all(len(step.drafted) == 1 and step.info["draft_stop"] == "threshold" for step in rounds)
@@ -139,7 +141,8 @@ def test_threshold_one_drafts_a_single_token_per_round():
 
 def test_drafting_stops_right_after_the_first_token_below_the_threshold_and_keeps_it():
     threshold = 0.4
-    result = kangaroo(tiny_target(), tiny_adapter(), [7, 3, 1, 4], 60, max_draft_tokens=3, threshold=threshold, copy_drafts=False)
+    result = kangaroo(tiny_target(), tiny_adapter(), [7, 3, 1, 4], 60, max_draft_tokens=3, threshold=threshold,
+                      copy_drafts=False)
     assert {step.info["draft_stop"] for step in result.steps[1:]} >= {"threshold", "max_draft_tokens"}
     for step in result.steps[1:]:
         confidences = step.info["confidences"]

@@ -5,7 +5,7 @@ import math
 import pytest
 from helpers import tiny_model
 
-from kangaroo_lite import encode_chat
+from kangaroo_lite import KangarooAdapter, encode_chat
 from kangaroo_lite.bench.evaluation import sequence_nll
 from kangaroo_lite.bench.sampling_quality import (
     ANSWER_SUBTASKS,
@@ -37,7 +37,8 @@ def models():
     vocab = len(tokenizer)
     target = tiny_model(layers=2, vocab=vocab, seed=1, sharpness=3.0)
     draft = tiny_model(layers=1, vocab=vocab, seed=2, sharpness=3.0)
-    return DefaultModels(tokenizer, target, draft, None)
+    adapter = KangarooAdapter.from_target(target, 1).eval()
+    return DefaultModels(tokenizer, target, draft, adapter)
 
 
 def run(models, **overrides):
@@ -138,7 +139,7 @@ def test_accuracy_may_be_missing_and_errors_are_clear(models):
     with pytest.raises(ValueError, match="temperature > 0"):
         sampling_runners(models, 4, METHODS, 0.0, 1.0, 0)
     with pytest.raises(ValueError, match="unknown sampling methods"):
-        sampling_runners(models, 4, ["kangaroo"], 1.0, 1.0, 0)
+        sampling_runners(models, 4, ["hf_greedy"], 1.0, 1.0, 0)
     with pytest.raises(ValueError, match="no questions of subtask 'rag'"):
         compare_sampling(models, QUESTIONS, subtasks=("rag",), max_new_tokens=2, seeds=(0,))
     with pytest.raises(ValueError, match="at least one seed"):

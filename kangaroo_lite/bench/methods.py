@@ -19,21 +19,22 @@ from ..core.checks import eos_id
 from ..core.result import DecodingResult, Step
 from ..decoding.autoregressive import autoregressive
 from ..decoding.kangaroo import kangaroo
+from ..decoding.lookup import lookup
 from ..decoding.mtad import mtad
 from ..decoding.speculative import speculative
 from ..model_sets.loading import DefaultModels
 
 Runner = Callable[[torch.Tensor], DecodingResult]
 
-OURS = ("autoregressive", "speculative", "kangaroo")
+OURS = ("autoregressive", "speculative", "kangaroo", "lookup")  # lookup: copy drafts alone
 # Kangaroo with its adapter's draft vocabulary removed (the whole vocabulary scored at every draft
 # step, as in the paper, and the draft's confidence taken over it): what the draft vocabulary is
-# worth, measured in the same run.
-ABLATIONS = ("kangaroo_full_vocab",)
+# worth, measured in the same run; and Kangaroo without copy drafts (its adapter alone): what copying adds.
+ABLATIONS = ("kangaroo_full_vocab", "kangaroo_no_copy")
 SAMPLING_ONLY = ("mtad", "mmtad")  # multi-token joint decoding approximations: temperature > 0
 PEERS = ("hf_greedy", "hf_assisted", "hf_prompt_lookup", "hf_early_exit")
-LOSSLESS = ("speculative", "kangaroo", "kangaroo_full_vocab", "hf_greedy", "hf_assisted", "hf_prompt_lookup",
-            "hf_early_exit")
+LOSSLESS = ("speculative", "kangaroo", "kangaroo_full_vocab", "kangaroo_no_copy", "lookup", "hf_greedy",
+            "hf_assisted", "hf_prompt_lookup", "hf_early_exit")
 # Benchmark settings: speculative gets Hugging Face's assisted-generation defaults (20 drafts,
 # stop below confidence 0.4) so the two are compared like for like; Kangaroo's were chosen by
 # the threshold sweep on the shipped models (experiments/threshold.yaml).
@@ -55,6 +56,7 @@ MODEL_SET_OPTIONS: dict[str, dict[str, dict]] = {
     "smollm2": {
         "speculative": {"num_draft_tokens": 3, "confidence_threshold": 0.3, "cost_curve": MEASURED},
         "kangaroo": {"max_draft_tokens": 3, "threshold": 0.8, "cost_curve": MEASURED},
+        "lookup": {"cost_curve": MEASURED},
         "mtad": {"num_draft_tokens": 3, "num_beams": 2, "confidence_threshold": 0.3},
         "mmtad": {"num_draft_tokens": 3, "num_beams": 2, "confidence_threshold": 0.3},
     },
@@ -139,9 +141,11 @@ def method_runners(models: DefaultModels, max_new_tokens: int, methods: list[str
     options = options or {}
     opts = {name: {**DEFAULT_OPTIONS.get(name, {}), **options.get(name, {})} for name in methods}
     full_vocab = None  # the ablation: Kangaroo's settings (and its own overrides), the adapter without its vocabulary
+    for ablation in set(ABLATIONS) & set(methods):  # Kangaroo's settings, then the ablation's own overrides
+        opts[ablation] = {**DEFAULT_OPTIONS["kangaroo"], **options.get("kangaroo", {}), **options.get(ablation, {})}
+    if "kangaroo_no_copy" in methods:
+        opts["kangaroo_no_copy"]["copy_drafts"] = False
     if "kangaroo_full_vocab" in methods:
-        opts["kangaroo_full_vocab"] = {**DEFAULT_OPTIONS["kangaroo"], **options.get("kangaroo", {}),
-                                       **options.get("kangaroo_full_vocab", {})}
         full_vocab = copy.deepcopy(models.adapter)
         full_vocab.set_draft_vocab(None)
     target, tok = models.target, models.tokenizer
@@ -156,8 +160,10 @@ def method_runners(models: DefaultModels, max_new_tokens: int, methods: list[str
         if name in SAMPLING_ONLY:
             return lambda ids: mtad(target, models.draft, ids, max_new_tokens, multi_candidate=name == "mmtad",
                                     **common, **opts[name])
-        if name == "kangaroo":
+        if name in ("kangaroo", "kangaroo_no_copy"):
             return lambda ids: kangaroo(target, models.adapter, ids, max_new_tokens, **common, **opts[name])
+        if name == "lookup":
+            return lambda ids: lookup(target, ids, max_new_tokens, **common, **opts[name])
         if name == "kangaroo_full_vocab":
             return lambda ids: kangaroo(target, full_vocab, ids, max_new_tokens, **common, **opts[name])
         if name == "hf_assisted":
@@ -165,6 +171,6 @@ def method_runners(models: DefaultModels, max_new_tokens: int, methods: list[str
         if name == "hf_early_exit":
             return lambda ids: hf_generate(target, ids, max_new_tokens, name, count_forwards=False,
                                            assistant_early_exit=early_exit)
-        return lambda ids: hf_generate(target, ids, max_new_tokens, name, **opts[name])  # hf_greedy, lookup
+        return lambda ids: hf_generate(target, ids, max_new_tokens, name, **opts[name])  # hf_greedy, hf_prompt_lookup
 
     return {name: runner(name) for name in methods}

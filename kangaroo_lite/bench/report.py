@@ -16,6 +16,7 @@ COLUMNS = [
     ("mean_drafted", "γ (mean drafts / round)", "{:.2f}"),
     ("cost_ratio", "c", "{:.3f}"),
     ("target_forwards_per_token", "target fwd/token", "{:.2f}"),
+    ("copied_share", "accepted drafts copied", "{:.0%}"),
     ("estimated_speedup", "estimate (measured v(n))", "{:.2f}x"),
     ("estimated_speedup_free_verification", "estimate (free verification)", "{:.2f}x"),
     ("cpu_seconds_per_token", "CPU ms/token", "{:.2f}"),
@@ -25,8 +26,15 @@ COLUMNS = [
 ]
 
 
+def copied_share(sources: dict | None) -> float | None:
+    """The share of accepted drafts that were copied from the context (None when nothing was accepted)."""
+    if not sources or not sources["copied"] + sources["drafted"]:
+        return None
+    return sources["copied"] / (sources["copied"] + sources["drafted"])
+
+
 def _cell(summary: dict, key: str, fmt: str) -> str:
-    value = summary.get(key)
+    value = copied_share(summary.get("accepted_by_source")) if key == "copied_share" else summary.get(key)
     if value is None:
         return "–"
     if key == "cpu_seconds_per_token":
@@ -37,6 +45,21 @@ def _cell(summary: dict, key: str, fmt: str) -> str:
 def summary_rows(results: dict) -> list[list[str]]:
     """One row of formatted cells per method, in `COLUMNS` order."""
     return [[name] + [_cell(s, key, fmt) for key, _, fmt in COLUMNS] for name, s in results["summary"].items()]
+
+
+def source_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    """Per subtask, where each copying method's accepted drafts came from: "copied / drafted" counts."""
+    methods = [name for name, s in results["summary"].items()
+               if any((part.get("accepted_by_source") or {}).get("copied") for part in s["per_subtask"].values())]
+    subtasks = list(next(iter(results["summary"].values()))["per_subtask"]) if results["summary"] else []
+    rows = []
+    for subtask in subtasks:
+        cells = []
+        for name in methods:
+            sources = results["summary"][name]["per_subtask"][subtask].get("accepted_by_source")
+            cells.append("–" if not sources else f"{sources['copied']} / {sources['drafted']}")
+        rows.append([subtask, *cells])
+    return methods, rows
 
 
 def skipped_note(results: dict) -> str:
@@ -123,6 +146,9 @@ def write_html_report(results: dict, path: str | Path) -> None:
     head = "".join(f"<th>{html.escape(label)}</th>" for _, label, _ in COLUMNS)
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
                    for row in summary_rows(results))
+    source_methods, sources = source_rows(results)
+    source_head = "".join(f"<th>{html.escape(name)}</th>" for name in source_methods)
+    source_body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in sources)
     figures = [speedup_figure(results), mean_accepted_figure(results), acceptance_figure(results)]
     plots = "".join(fig.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f"figure-{i}")
                     for i, fig in enumerate(figures))
@@ -143,6 +169,9 @@ number of drafts verified per round γ and measured draft step cost c, with the 
 costing what this machine's measured curve v(n) says or what one token costs (<i>free
 verification</i>, nearly true on a GPU). An estimate, not a bound: a measured speedup may exceed it.
 Cost curve (pass over n tokens / over one): {html.escape(_curve_text(results))}.</p>
+<h2>Where accepted drafts came from</h2>
+<p>Per subtask, accepted drafts copied from the context / drafted by the method's drafter.</p>
+<table id="sources"><tr><th>subtask</th>{source_head}</tr>{source_body}</table>
 <p id="skipped">{html.escape(skipped_note(results))}</p>
 {plots}
 <p><small>config: {config}</small></p>

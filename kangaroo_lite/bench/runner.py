@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -144,7 +144,8 @@ def _method_summary(name: str, timing: MethodTiming, base: MethodTiming, identit
         "per_subtask": {},
     }
     if any(s.drafted for s in steps):
-        summary.update(acceptance_rate=acceptance_rate(steps), acceptance_by_position=acceptance_by_position(steps))
+        summary.update(acceptance_rate=acceptance_rate(steps), acceptance_by_position=acceptance_by_position(steps),
+                       accepted_by_source=accepted_by_source(steps))
         if name in costs:
             summary.update(cost_estimate(steps, costs[name], summary["speedup"]))
     for subtask, indices in groups.items():
@@ -155,23 +156,38 @@ def _method_summary(name: str, timing: MethodTiming, base: MethodTiming, identit
             "speedup": part.tokens_per_second / part_base.tokens_per_second,
             "tokens_per_second": part.tokens_per_second,
             "mean_accepted": part_tokens / part_forwards if part_forwards else None,
+            "accepted_by_source": accepted_by_source([s for i in indices for s in timing.prompts[i].result.steps]),
         }
     return summary
+
+
+def accepted_by_source(steps: list[Step]) -> dict[str, int]:
+    """Accepted drafts by where they came from: `copied` from the context (a round's leading
+    `info["copied"]` drafts) or `drafted` by the method's drafter; `own`: the target's own tokens."""
+    copied = sum(min(s.accepted, s.info.get("copied", 0)) for s in steps)
+    accepted = sum(s.accepted for s in steps)
+    own = sum(len(s.emitted) for s in steps) - accepted
+    return {"copied": copied, "drafted": accepted - copied, "own": own}
 
 
 def cost_estimate(steps: list[Step], costs: RoundCosts, speedup: float | None = None) -> dict:
     """The cost model's estimate of a drafting method's speedup, from its rounds and its measured costs.
 
     α is the judged acceptance rate (`judged_acceptance_rate`), γ the mean number of drafts verified
-    per round (rounds that draft nothing count as 0), c and v(γ + 1) from `costs`; the estimate is
-    (1 − α^(γ+1)) / ((1 − α)(γc + v(γ+1))), and with free verification the same with v = 1.
+    per round (rounds that draft nothing count as 0), c and v(γ + 1) from `costs`, c paid only for the
+    share of drafts not copied from the context (`copied_drafts`: a copy needs no draft step); the
+    estimate is (1 − α^(γ+1)) / ((1 − α)(γc + v(γ+1))), and with free verification the same with v = 1.
     """
     alpha = judged_acceptance_rate(steps)
-    gamma = sum(len(s.drafted) for s in steps) / len(steps)
-    estimate = costs.expected_speedup(alpha, gamma)
-    out = {"judged_acceptance_rate": alpha, "mean_drafted": gamma, "cost_ratio": costs.c,
+    drafted = sum(len(s.drafted) for s in steps)
+    gamma = drafted / len(steps)
+    # Copied drafts cost no draft steps: c is paid for the drafter's share of the drafts only.
+    copied = sum(s.info.get("copied", 0) for s in steps) / drafted if drafted else 0.0
+    c = costs.c * (1 - copied)
+    estimate = expected_speedup(alpha, gamma, c, costs.verify_cost(gamma + 1))
+    out = {"judged_acceptance_rate": alpha, "mean_drafted": gamma, "cost_ratio": costs.c, "copied_drafts": copied,
            "verify_cost": costs.verify_cost(gamma + 1), "estimated_speedup": estimate,
-           "estimated_speedup_free_verification": expected_speedup(alpha, gamma, costs.c)}
+           "estimated_speedup_free_verification": expected_speedup(alpha, gamma, c)}
     if speedup is not None:
         out["share_of_estimate"] = speedup / estimate
     return out
@@ -186,14 +202,23 @@ def cost_sizes(longest_draft: int) -> tuple[int, ...]:
 def _costs(models: DefaultModels, timings: dict[str, MethodTiming], prompt: torch.Tensor) -> dict[str, RoundCosts]:
     """Each drafting method's round costs (c and v(n), `cost_model.round_costs`) after `prompt`.
 
-    v(n) is timed up to the longest verification pass the method made in the run (at least 8 tokens).
+    Kangaroo's ablations share the adapter's; copy-only `lookup` has no draft step (c = 0) and the
+    same v(n). v(n) is timed up to the longest verification pass made in the run (at least 8 tokens).
     """
-    drafters = {"speculative": models.draft, "kangaroo": models.adapter}
+    users = {"speculative": ["speculative"], "kangaroo": [m for m in ("kangaroo", *ABLATIONS) if m in timings]}
+    drafters = {"kangaroo": models.adapter, "speculative": models.draft}  # lookup takes the first v(n) measured
+    copying = ["lookup"] if "lookup" in timings else []
     costs = {}
     for name, drafter in drafters.items():
-        if name in timings and drafter is not None:
-            longest = max((len(s.drafted) for p in timings[name].prompts for s in p.result.steps), default=0)
-            costs[name] = round_costs(models.target, drafter, prompt, cost_sizes(longest))
+        methods = [m for m in users[name] if m in timings]
+        if drafter is None or not (methods or copying and name == "kangaroo"):
+            continue
+        longest = max((len(s.drafted) for m in methods + copying for p in timings[m].prompts
+                       for s in p.result.steps), default=0)
+        measured = round_costs(models.target, drafter, prompt, cost_sizes(longest))
+        costs.update({m: measured for m in methods})
+        if copying and "lookup" not in costs:  # copies need no draft step: c = 0, the same v(n)
+            costs["lookup"] = replace(measured, draft=Spread(0.0, 0.0, 0.0))
     return costs
 
 

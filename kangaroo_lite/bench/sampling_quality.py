@@ -27,6 +27,8 @@ import torch
 
 from ..core.checks import context_length
 from ..decoding.autoregressive import autoregressive
+from ..decoding.kangaroo import kangaroo
+from ..decoding.lookup import lookup
 from ..decoding.mtad import mtad
 from ..decoding.speculative import speculative
 from ..model_sets.loading import DefaultModels
@@ -37,7 +39,7 @@ from .measure import MethodTiming, Run, interleaved
 from .methods import DEFAULT_OPTIONS
 from .runner import pick_evenly
 
-METHODS = ("autoregressive", "speculative", "mtad", "mmtad")
+METHODS = ("autoregressive", "speculative", "kangaroo", "lookup", "mtad", "mmtad")  # kangaroo, lookup: lossless
 ANSWER_SUBTASKS = ("qa", "math_reasoning", "rag")  # subtasks with one exact answer
 PAPER = {  # Qin et al. (arXiv 2407.09722 v1 abstract; Llama-2 / OPT, 13B-70B)
     "perplexity_reduction_vs_sampling": 0.212,
@@ -56,6 +58,8 @@ def sampling_runners(models: DefaultModels, max_new_tokens: int, methods: tuple[
         raise ValueError(f"unknown sampling methods {unknown}; available: {list(METHODS)}")
     if temperature <= 0:
         raise ValueError(f"compare sampling methods at a temperature > 0, got {temperature!r}")
+    if "kangaroo" in methods and models.adapter is None:
+        raise ValueError("kangaroo needs a trained adapter: the model set has none")
     opts = {name: {**DEFAULT_OPTIONS.get(name, {}), **(options or {}).get(name, {})} for name in methods}
     target, draft = models.target, models.draft
     common = {"temperature": temperature, "top_p": top_p, "seed": seed, "tokenizer": models.tokenizer}
@@ -65,6 +69,10 @@ def sampling_runners(models: DefaultModels, max_new_tokens: int, methods: tuple[
             return lambda ids: autoregressive(target, ids, max_new_tokens, **common, **opts[name])
         if name == "speculative":
             return lambda ids: speculative(target, draft, ids, max_new_tokens, **common, **opts[name])
+        if name == "kangaroo":
+            return lambda ids: kangaroo(target, models.adapter, ids, max_new_tokens, **common, **opts[name])
+        if name == "lookup":
+            return lambda ids: lookup(target, ids, max_new_tokens, **common, **opts[name])
         return lambda ids: mtad(target, draft, ids, max_new_tokens, multi_candidate=name == "mmtad",
                                 **common, **opts[name])
 

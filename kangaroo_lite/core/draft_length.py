@@ -64,15 +64,26 @@ def curve_for(cost_curve: Mapping[int, float] | ContextCostCurve, context: int) 
     return cost_curve.at(context) if isinstance(cost_curve, ContextCostCurve) else cost_curve
 
 
-def best_draft_length(confidences: Sequence[float], curve: Mapping[int, float]) -> int:
-    """The number of leading drafts whose verification gives the most expected tokens per unit of cost."""
-    best, best_rate, expected, survival = 0, 1.0 / curve_at(curve, 1), 1.0, 1.0
+def best_draft_length(confidences: Sequence[float], curve: Mapping[int, float], sampled_from: int | None = None) -> int:
+    """The number of leading drafts whose verification gives the most expected tokens per unit of cost.
+
+    Drafts from index `sampled_from` on were sampled: whether such a draft is verified must not depend
+    on its own value, which the confidences of the drafts after it do (each is the top probability of
+    a distribution conditioned on it). So the drafts before `sampled_from` (copies, fixed before any
+    sampling) are cut on their own, and only if all of them are kept does a sampled draft follow, each
+    as long as it raises the rate given the ones before it. None: every draft is fixed (greedy).
+    """
+    rates = [1.0 / curve_at(curve, 1)]
+    expected, survival = 1.0, 1.0
     for k, confidence in enumerate(confidences, start=1):
         survival *= confidence
         expected += survival
-        rate = expected / curve_at(curve, k + 1)
-        if rate > best_rate:
-            best, best_rate = k, rate
+        rates.append(expected / curve_at(curve, k + 1))
+    fixed = len(confidences) if sampled_from is None else min(sampled_from, len(confidences))
+    best = max(range(fixed + 1), key=lambda k: (rates[k], -k))  # the shortest of the best
+    if best == fixed:
+        while best < len(confidences) and rates[best + 1] > rates[best]:
+            best += 1
     return best
 
 
@@ -163,13 +174,15 @@ class AcceptanceRate:
             self.accepted += accepted
 
 
-def tokens_per_cost(rate: float, drafts: int, curve: Mapping[int, float] | None) -> float:
-    """Expected new tokens per unit of verification cost of the best number of ≤ `drafts` drafts, each
-    accepted with probability `rate` (given the ones before it): what a draft source is worth now.
+def tokens_per_cost(acceptances: Sequence[float], curve: Mapping[int, float] | None) -> float:
+    """Expected new tokens per unit of verification cost of the best number of leading drafts, draft i
+    accepted with probability `acceptances[i]` once every draft before it was: what a draft source is worth now.
 
     Without a cost curve every pass costs the same and every draft is worth verifying.
     """
-    if curve is None:
-        return sum(rate**i for i in range(drafts + 1))
-    keep = best_draft_length([rate] * drafts, curve)
-    return sum(rate**i for i in range(keep + 1)) / curve_at(curve, keep + 1)
+    keep = len(acceptances) if curve is None else best_draft_length(acceptances, curve)
+    expected, survival = 1.0, 1.0
+    for acceptance in acceptances[:keep]:
+        survival *= acceptance
+        expected += survival
+    return expected if curve is None else expected / curve_at(curve, keep + 1)

@@ -6,6 +6,12 @@ rule accepts it with probability p(x) and on rejection samples from p with x rem
 renormalised (`point_mass`; `core.sampling.accept_drafts` does the rest). Whether to copy is
 decided from what is known before anything is sampled this round (the copies' acceptance so far,
 the rival's first-draft confidence, the cost curve), so the choice never biases a sampled draft.
+
+How often a copy is right depends on how long a suffix matched, and a copy that started right
+tends to stay right. On SmolLM2-135M-Instruct's greedy replies to 28 Spec-Bench prompts, the first
+copied token was the target's after a 2-token match 52% of the time, after 3 tokens 60%, after 4
+82%; each later one, once the ones before it were right, 62–93%. Those are the priors
+(`ACCEPTANCE_PRIORS`); each generation then learns its own rates per match length.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from ..core.context_index import ContextIndex
 from ..core.draft_length import AcceptanceRate, best_draft_length, tokens_per_cost
 
 COPY = "copy"  # a round's `draft_stop` when its drafts were copied and nothing drafted after them
+ACCEPTANCE_PRIORS = {1: (0.2, 0.5), 2: (0.5, 0.65), 3: (0.6, 0.75), 4: (0.8, 0.9)}
+"""Match length → prior acceptance of (the first copied token, each later one); longer matches as 4."""
 
 
 def point_mass(tokens: Sequence[int], vocab_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -30,28 +38,50 @@ def point_mass(tokens: Sequence[int], vocab_size: int, device: torch.device | st
 class CopyDrafts:
     """One sequence's copy drafts: proposals from its `ContextIndex`, valued with their acceptance so far."""
 
-    def __init__(self, prompt: Sequence[int], max_copy_tokens: int = 8, min_match: int = 2, max_match: int = 4):
+    def __init__(self, prompt: Sequence[int], max_copy_tokens: int = 8, min_match: int = 1, max_match: int = 4):
         check_positive("max_copy_tokens", max_copy_tokens)
         self.index = ContextIndex(prompt, min_match, max(max_match, min_match))
-        self.acceptance = AcceptanceRate()
         self.max_copy_tokens = max_copy_tokens
+        self.rates: dict[int, tuple[AcceptanceRate, AcceptanceRate]] = {}  # match length → (first, later)
+        self.match_length = 0  # of the last proposal
+        self.estimates: list[float] = []  # its tokens' acceptance estimates
+
+    def _rates(self, length: int) -> tuple[AcceptanceRate, AcceptanceRate]:
+        if length not in self.rates:
+            first, later = ACCEPTANCE_PRIORS[min(length, max(ACCEPTANCE_PRIORS))]
+            self.rates[length] = AcceptanceRate(prior_rate=first), AcceptanceRate(prior_rate=later)
+        return self.rates[length]
+
+    def on_offer(self) -> bool:
+        """Whether the context offers a copy now (a suffix matched): cheap, before valuing the rival."""
+        return self.index.match()[0] > 0
 
     def propose(self, budget: int, curve: Mapping[int, float] | None, rival: float) -> list[int]:
         """The copied tokens worth verifying this round (at most `budget`): none when nothing matches or
         when the rival source is worth at least as many tokens per unit of cost (`rival`)."""
-        proposal = self.index.propose(min(self.max_copy_tokens, budget))
-        rate = self.acceptance.rate
-        if not proposal or tokens_per_cost(rate, len(proposal), curve) <= rival:
+        self.match_length, start = self.index.match()
+        proposal = self.index.tokens[start: start + min(self.max_copy_tokens, budget)] if self.match_length else []
+        if not proposal:
             return []
-        return proposal if curve is None else proposal[: best_draft_length([rate] * len(proposal), curve)]
+        first, later = self._rates(self.match_length)
+        estimates = [first.rate] + [later.rate] * (len(proposal) - 1)
+        if tokens_per_cost(estimates, curve) <= rival:
+            return []
+        keep = len(proposal) if curve is None else best_draft_length(estimates, curve)
+        self.estimates = estimates[:keep]
+        return proposal[:keep]
 
     def confidences(self, count: int) -> list[float]:
-        """The acceptance estimate of each of `count` copied drafts."""
-        return [self.acceptance.rate] * count
+        """The acceptance estimates of the first `count` tokens of the last proposal."""
+        return self.estimates[:count]
 
     def record(self, copied: int, accepted: int, kept: Sequence[int]) -> None:
         """After a round: `copied` copies were verified, its first `accepted` drafts accepted, `kept` appended."""
-        self.acceptance.update(copied, min(accepted, copied))
+        if copied:
+            first, later = self._rates(self.match_length)
+            first.update(1, min(accepted, 1))
+            if accepted:  # the later copies were reached only if the first was accepted
+                later.update(copied - 1, min(accepted, copied) - 1)
         self.index.extend(kept)
 
 
@@ -59,5 +89,5 @@ def rival_value(confidence: float | None, drafts: int, curve: Mapping[int, float
     """What the rival source is worth (tokens per unit of cost): `drafts` drafts at its first draft's
     `confidence`, or one token per pass where it has no draft."""
     if confidence is None or drafts <= 0:
-        return tokens_per_cost(0.0, 0, curve)
-    return tokens_per_cost(confidence, drafts, curve)
+        return tokens_per_cost([], curve)
+    return tokens_per_cost([confidence] * drafts, curve)

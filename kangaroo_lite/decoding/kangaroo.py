@@ -44,6 +44,15 @@ def _confidence(row: torch.Tensor, temperature: float, top_p: float) -> float:
     return float(probs.max())
 
 
+def _first_estimate(first: tuple | None, calibration: AcceptanceCalibration, calibrated: bool, temperature: float,
+                    top_p: float) -> float | None:
+    """The acceptance estimate of the adapter's first draft this round (None when it did not draft)."""
+    if first is None:
+        return None
+    confidence = _confidence(first[1], temperature, top_p)
+    return calibration.corrected([confidence])[0] if calibrated else confidence
+
+
 def _draft(
     model: SelfDraft,
     last: torch.Tensor,
@@ -138,7 +147,7 @@ def kangaroo(
     backoff: int = 4,
     copy_drafts: bool = True,
     max_copy_tokens: int = 8,
-    min_match: int = 2,
+    min_match: int = 1,
 ) -> DecodingResult | list[DecodingResult]:
     """Kangaroo self-speculative decoding: lossless, greedy or sampled.
 
@@ -176,7 +185,7 @@ def kangaroo(
         if on_round is not None:
             raise ValueError("on_round inspects one prompt's decoding: not available for a batch")
         return kangaroo_batch(target, adapter, prompts, max_new_tokens, max_draft_tokens, threshold, temperature,
-                              top_p, seed, tokenizer, cost_curve, backoff)
+                              top_p, seed, tokenizer, cost_curve, backoff, copy_drafts, max_copy_tokens, min_match)
     ids = prepare_prompt(input_ids, target, max_new_tokens)
     generator = make_generator(seed, ids.device)
     recorder = Recorder("kangaroo", ids[0].tolist(), max_new_tokens, eos_id(target))
@@ -204,11 +213,9 @@ def kangaroo(
             hidden, rope = model.shallow(last, context - 1)
             first = hidden, model.draft(hidden, rope, context - 1)
         copied = []
-        if copies is not None and recorder.remaining > 1:
-            confidence = None if first is None else _confidence(first[1], temperature, top_p)
-            if confidence is not None and cost_curve is not None:
-                confidence = calibration.corrected([confidence])[0]
-            copied = copies.propose(recorder.remaining - 1, curve, rival_value(confidence, budget, curve))
+        if copies is not None and recorder.remaining > 1 and copies.on_offer():
+            estimate = _first_estimate(first, calibration, cost_curve is not None, temperature, top_p)
+            copied = copies.propose(recorder.remaining - 1, curve, rival_value(estimate, budget, curve))
         if copied:  # copy, then let the adapter draft on if it is active and the budget allows
             after = min(max_draft_tokens, recorder.remaining - 1 - len(copied)) if first is not None else 0
             exited = ([first[0]] if first is not None else []) + _copy_states(
@@ -230,7 +237,7 @@ def kangaroo(
         estimates = copy_estimates + own
         drafted, kept_copies = copied + drafted, len(copied)
         if cost_curve is not None and drafted:
-            keep = best_draft_length(estimates, curve)
+            keep = best_draft_length(estimates, curve, None if temperature == 0 else len(copied))
             if not copied:
                 pause.update(keep)
             if keep < len(drafted):  # the rest are not worth verifying; rollback forgets their states

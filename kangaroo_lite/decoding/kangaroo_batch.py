@@ -6,6 +6,14 @@ has stopped, its extra drafts never verified. One deep pass then verifies every 
 each row accepts its own prefix, and `core.batch.RaggedLayout` keeps the accepted columns
 per row (a rejected draft becomes a masked hole). The adapter reads the exited states of the
 columns it has not read yet (`pending`) with its next draft step, as for one prompt.
+
+Copy drafts (per row, a `CopyDrafts` over its own context) make, row by row, the decisions of the
+single-prompt loop: after the first draft step each row values its adapter by that step's
+confidence (`rival_value`; a paused row by none) and takes the copy its context offers where the
+copy is worth more. A copying row's next drafts are forced to its copies (point-mass drafts, no
+threshold), which run the shallow layers in the lockstep steps (one step per copied token, where
+one prompt runs its copies in one pass); its adapter then drafts on after them
+(`draft_rows.RowDrafts.force`). The cost model cuts copies and drafts as one list.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from ..core.batch import BatchRows, RaggedLayout, crop_caches, prepare_batch, se
 from ..core.checks import eos_id
 from ..core.draft_length import AcceptanceCalibration, ContextCostCurve, DraftBackoff, best_draft_length, curve_for
 from ..core.result import DecodingResult
+from .copy_drafts import CopyDrafts, rival_value
 from .draft_rows import BACKOFF, COST, RowDrafts
 from .self_draft import SelfDraft
 
@@ -28,7 +37,8 @@ from .self_draft import SelfDraft
 def kangaroo_batch(target: PreTrainedModel, adapter: KangarooAdapter, prompts: Sequence[torch.Tensor],
                    max_new_tokens: int, max_draft_tokens: int, threshold: float, temperature: float,
                    top_p: float, seed: int | None, tokenizer: PreTrainedTokenizerBase | None,
-                   cost_curve: Mapping[int, float] | ContextCostCurve | None, backoff: int) -> list[DecodingResult]:
+                   cost_curve: Mapping[int, float] | ContextCostCurve | None, backoff: int, copy_drafts: bool = True,
+                   max_copy_tokens: int = 8, min_match: int = 2) -> list[DecodingResult]:
     """`kangaroo` on a batch (arguments checked there); row i samples with `seed + i`."""
     prompts = prepare_batch(prompts, target, max_new_tokens)
     rows = BatchRows("kangaroo", prompts, max_new_tokens, eos_id(target), seed)
@@ -37,6 +47,22 @@ def kangaroo_batch(target: PreTrainedModel, adapter: KangarooAdapter, prompts: S
     model = SelfDraft(target, adapter)
     model.check_window(max(len(ids) for ids in prompts) + max_new_tokens)
     layout = RaggedLayout(prompts)
+    copies = [CopyDrafts(ids.tolist(), max_copy_tokens, min_match) for ids in prompts] if copy_drafts else None
+
+    def offer_copy(i: int, confidence: float | None) -> None:
+        """Row i of this round (`active`, `budgets`, `curves`, `drafts`) copies its context's continuation if that
+        is worth more than its adapter, valued by the first draft's `confidence` (calibrated with a cost curve;
+        None: the adapter does not draft this round), as the single-prompt loop decides."""
+        row = active[i]
+        remaining, curve = rows.recorders[row].remaining, curves[i]
+        if copies is None or remaining <= 1:
+            return
+        if confidence is not None and cost_curve is not None:
+            confidence = calibrations[row].corrected([confidence])[0]
+        copied = copies[row].propose(remaining - 1, curve, rival_value(confidence, budgets[i], curve))
+        if copied:  # the adapter drafts on after the copy where it drafts at all this round
+            after = min(max_draft_tokens, remaining - 1 - len(copied)) if confidence is not None else 0
+            drafts.force(i, copied, copies[row].confidences(len(copied)), after)
 
     # The shallow layers read every prompt but its last token; the adapter reads them with the first
     # draft step (`pending`), the deep layers with the first verification (`unread`).
@@ -52,6 +78,11 @@ def kangaroo_batch(target: PreTrainedModel, adapter: KangarooAdapter, prompts: S
         drafts = RowDrafts([0 if pause else budget for pause, budget in zip(paused, budgets, strict=True)],
                            max_draft_tokens, threshold, temperature, top_p, [rows.generators[row] for row in active],
                            eos_id(target))
+        curves = [None if cost_curve is None else curve_for(cost_curve, rows.context(i)) for i in range(len(active))]
+        first = list(drafts.drafting)  # the rows whose adapter takes a first draft step
+        for i in range(len(active)):
+            if not first[i]:
+                offer_copy(i, None)
         exited = []
         token = layout.last
         while drafts.any_drafting():
@@ -66,15 +97,24 @@ def kangaroo_batch(target: PreTrainedModel, adapter: KangarooAdapter, prompts: S
                 read = torch.cat([pending, hidden], 1)
                 read_positions = torch.cat([layout.positions(start), positions], 1)
                 pending = None
-            token = drafts.add(model.draft_rows(read, read_positions, mask))
+            logits = model.draft_rows(read, read_positions, mask)
+            if step == 0:  # the adapter's first draft values it against each row's copy
+                for i in range(len(active)):
+                    if first[i]:
+                        offer_copy(i, drafts.confidence(i, logits[i]))
+            token = drafts.add(logits)
         counts = drafts.counts()
-        stops = [BACKOFF if pause else stop for pause, stop in zip(paused, drafts.stops(), strict=True)]
+        copied = [drafts.forced_count(i, count) for i, count in enumerate(counts)]
+        stops = [BACKOFF if pause and not n else stop
+                 for pause, n, stop in zip(paused, copied, drafts.stops(), strict=True)]
         if cost_curve is not None:
             for i, row in enumerate(active):
-                if counts[i]:
-                    keep = best_draft_length(calibrations[row].corrected(drafts.confidences[i]),
-                                             curve_for(cost_curve, rows.context(i)))
-                    pauses[row].update(keep)
+                if counts[i]:  # copies valued by their acceptance estimates, the adapter's drafts calibrated
+                    estimates = drafts.confidences[i][: copied[i]] + \
+                        calibrations[row].corrected(drafts.confidences[i][copied[i]:])
+                    keep = best_draft_length(estimates, curves[i], None if temperature == 0 else copied[i])
+                    if not copied[i]:
+                        pauses[row].update(keep)
                     if keep < counts[i]:
                         counts[i], stops[i] = keep, COST
         longest = max(counts)
@@ -97,13 +137,17 @@ def kangaroo_batch(target: PreTrainedModel, adapter: KangarooAdapter, prompts: S
         accepted_counts, last_tokens = [], []
         for i, row in enumerate(active):
             step = drafts.verify(i, counts[i], target_logits[i, : counts[i] + 1], rows.generators[row])
+            kept_copies = drafts.forced_count(i, counts[i])
             step.info.update(exit_layer=model.exit_layer, confidences=drafts.confidences[i][: counts[i]],
-                             draft_stop=stops[i])
+                             draft_stop=stops[i], copied=kept_copies)
             if cost_curve is not None:
                 step.info["calibration"] = calibrations[row].scale
-                calibrations[row].update(drafts.confidences[i][: counts[i]], step.accepted)
+                if step.accepted >= kept_copies:  # the adapter's drafts were reached
+                    calibrations[row].update(drafts.confidences[i][kept_copies: counts[i]], step.accepted - kept_copies)
             accepted_counts.append(step.accepted)
             kept = rows.record(i, step)
+            if copies is not None:
+                copies[row].record(kept_copies, step.accepted, kept)
             last_tokens.append(kept[-1])
         layout.append(block, columns.unsqueeze(0) <= torch.tensor(accepted_counts, device=block.device).unsqueeze(1))
         layout.last = torch.tensor(last_tokens, device=block.device).unsqueeze(1)

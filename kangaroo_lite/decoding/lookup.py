@@ -25,7 +25,7 @@ from .copy_drafts import COPY, CopyDrafts, point_mass, rival_value
 
 @torch.inference_mode()
 def lookup(target: PreTrainedModel, input_ids: torch.Tensor, max_new_tokens: int, max_copy_tokens: int = 8,
-           min_match: int = 2, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
+           min_match: int = 1, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
            tokenizer: PreTrainedTokenizerBase | None = None,
            cost_curve: Mapping[int, float] | ContextCostCurve | None = None,
            attention_mask: torch.Tensor | None = None) -> DecodingResult:

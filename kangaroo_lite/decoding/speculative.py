@@ -111,7 +111,8 @@ def speculative(target: PreTrainedModel, draft: PreTrainedModel, input_ids: torc
         drafted, q, draft_logits = proposer.propose(sequence, budget) if budget > 0 else ([], None, None)
         if cost_curve is not None and drafted:
             confidences = (torch.softmax(draft_logits.float(), -1) if q is None else q).max(-1).values.tolist()
-            keep = best_draft_length(calibration.corrected(confidences), curve_for(cost_curve, context))
+            keep = best_draft_length(calibration.corrected(confidences), curve_for(cost_curve, context),
+                                     None if temperature == 0 else 0)  # sampled drafts: decided one by one
             drafted, draft_logits, confidences = drafted[:keep], draft_logits[:keep], confidences[:keep]
             q = None if q is None else q[:keep]
         # Verify: one target pass over what it has not read yet (the prompt, or the last token) and the drafts.

@@ -62,7 +62,8 @@ def speculative_batch(target: PreTrainedModel, draft: PreTrainedModel, prompts: 
             for i, row in enumerate(active):
                 if counts[i]:
                     counts[i] = best_draft_length(calibrations[row].corrected(drafts.confidences[i]),
-                                                  curve_for(cost_curve, rows.context(i)))
+                                                  curve_for(cost_curve, rows.context(i)),
+                                                  None if temperature == 0 else 0)  # sampled: one by one
         longest = max(counts)
         block = torch.cat([layout.last, drafts.tokens[:, :longest].to(device)], 1)
         columns = torch.arange(longest + 1, device=device).unsqueeze(0)
