@@ -147,7 +147,7 @@ def test_cli_bench_sampling_writes_the_mtad_comparison_with_its_floors(tiny_data
             "--max-new-tokens", "6", "--num-draft-tokens", "3", "--out", str(tmp_path)]
     main(args)
     data = json.loads((tmp_path / "sampling.json").read_text())
-    assert set(data["methods"]) == {"autoregressive", "speculative", "mtad", "mmtad"}
+    assert set(data["methods"]) == {"autoregressive", "speculative", "kangaroo", "lookup", "mtad", "mmtad"}
     assert data["config"]["options"]["mtad"]["num_draft_tokens"] == 3
     assert set(data["floors"]["checks"]) == {"perplexity", "accuracy", "faster", "less_cpu"}
     assert "less CPU time per token than speculative sampling" in capsys.readouterr().out

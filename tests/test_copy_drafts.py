@@ -108,7 +108,7 @@ def test_a_copy_source_learns_its_acceptance_and_is_valued_by_it():
 def test_copies_are_proposed_only_when_they_are_worth_more_than_the_rival():
     copies = CopyDrafts([1, 2, 3, 4, 5, 1, 2], max_copy_tokens=4, min_match=2)
     assert copies.propose(10, None, rival=1.0) == [3, 4, 5, 1]
-    assert copies.match_length == 2 and copies.confidences(4) == pytest.approx([0.5, 0.65, 0.65, 0.65])
+    assert copies.kind == (2, None) and copies.confidences(4) == pytest.approx([0.5, 0.65, 0.65, 0.65])
     assert copies.propose(2, None, rival=1.0) == [3, 4]  # never past the budget
     assert copies.propose(10, None, rival=10.0) == []  # a rival worth more wins
     for _ in range(20):  # copies after 2-token matches that are always rejected lose their value
@@ -120,10 +120,21 @@ def test_copies_are_proposed_only_when_they_are_worth_more_than_the_rival():
 def test_longer_matches_are_trusted_more_and_each_match_length_learns_on_its_own():
     copies = CopyDrafts([1, 2, 3, 4, 9, 8, 1, 2, 3, 4])  # the suffix [1, 2, 3, 4] matched in full
     assert copies.propose(8, None, rival=1.0) == [9, 8, 1, 2, 3, 4]
-    assert copies.match_length == 4 and copies.confidences(2) == pytest.approx([0.8, 0.9])
+    assert copies.kind == (4, None) and copies.confidences(2) == pytest.approx([0.8, 0.9])
     copies.record(6, 6, [9, 8, 1, 2, 3, 4, 7])  # all six accepted, then the target's own 7
-    first, later = copies.rates[4]
-    assert first.rate > 0.8 and later.rate > 0.9 and 2 not in copies.rates
+    first, later = copies.rates[4, None]
+    assert first.rate > 0.8 and later.rate > 0.9 and list(copies.rates) == [(4, None)]
+
+
+def test_a_copy_the_rival_drafter_agrees_with_is_trusted_more():
+    copies = CopyDrafts([5, 1, 6, 7, 2, 1], min_match=1)  # only the last token matches: a weak copy
+    assert copies.propose(4, None, rival=1.0, rival_choice=6) == [6, 7, 2, 1]
+    agreed = copies.confidences(1)[0]
+    assert copies.propose(4, None, rival=1.0, rival_choice=3) == [6, 7, 2, 1]
+    assert copies.kind == (1, False) and copies.confidences(1)[0] < agreed
+    dear = {1: 1.0, 2: 1.2, 3: 1.4, 4: 1.9}
+    assert copies.propose(4, dear, rival=1.0, rival_choice=3) == []  # a 1-token match the drafter doubts
+    assert copies.propose(4, dear, rival=1.0, rival_choice=6) == [6, 7]  # the same copy, agreed with
 
 
 def test_a_copied_token_is_accepted_with_its_target_probability_and_otherwise_resampled_without_it():

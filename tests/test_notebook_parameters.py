@@ -49,6 +49,12 @@ CASES = {
         and set(r["bench"]["by_batch_size"]["3"]["methods"]) == {"autoregressive", "kangaroo"}
         and set(r["crossover"]) == {"kangaroo"},
     ),
+    "07_copy_drafts": (
+        {"model": "tiny", "subtasks": ["qa", "rag"], "max_new_tokens": 24, "max_copy_tokens": 3, "min_match": 2,
+         "cost_repeats": 3},
+        lambda r: r["model"] == "tiny" and sorted(r["by_subtask"]) == ["qa", "rag"] and r["max_copy_tokens"] == 3
+        and sorted(int(n) for n in r["cost_curve"]) == [1, 2, 3, 4],
+    ),
 }
 
 

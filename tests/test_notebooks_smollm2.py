@@ -65,6 +65,11 @@ CASES = {
         lambda tiny, real: {d["question_id"] for d in tiny["demo"]} != {d["question_id"] for d in real["demo"]}
         and real["pass_costs_ms"]["1"]["1"] > tiny["pass_costs_ms"]["1"]["1"],  # 135M parameters against 9M
     ),
+    "07_copy_drafts": (
+        {"subtasks": ["qa"], "max_new_tokens": 16, "cost_repeats": 3},
+        lambda model, r: r["model"] == model and set(r["by_subtask"]) == {"qa"},
+        lambda tiny, real: tiny["demo_question"] != real["demo_question"],  # each model set's own questions
+    ),
 }
 
 

@@ -7,11 +7,13 @@ renormalised (`point_mass`; `core.sampling.accept_drafts` does the rest). Whethe
 decided from what is known before anything is sampled this round (the copies' acceptance so far,
 the rival's first-draft confidence, the cost curve), so the choice never biases a sampled draft.
 
-How often a copy is right depends on how long a suffix matched, and a copy that started right
-tends to stay right. On SmolLM2-135M-Instruct's greedy replies to 28 Spec-Bench prompts, the first
-copied token was the target's after a 2-token match 52% of the time, after 3 tokens 60%, after 4
-82%; each later one, once the ones before it were right, 62–93%. Those are the priors
-(`ACCEPTANCE_PRIORS`); each generation then learns its own rates per match length.
+How often a copy is right depends on how long a suffix matched, on whether the rival drafter's
+top choice is the same token, and a copy that started right tends to stay right. On
+SmolLM2-135M-Instruct's greedy replies to 28 Spec-Bench prompts, the first copied token was the
+target's after a 1-token match 15–18% of the time where the adapter's top token differed and
+65–83% where it agreed; after 2 tokens 51% / 77%, after 3 55–65% / 67–86%, after 4 or more 75–81% /
+86–94%; each later one, once the ones before it were right, 62–93%. Those are the priors
+(`ACCEPTANCE_PRIORS`); each generation then learns its own rates per match length and agreement.
 """
 
 from __future__ import annotations
@@ -25,8 +27,15 @@ from ..core.context_index import ContextIndex
 from ..core.draft_length import AcceptanceRate, best_draft_length, tokens_per_cost
 
 COPY = "copy"  # a round's `draft_stop` when its drafts were copied and nothing drafted after them
-ACCEPTANCE_PRIORS = {1: (0.2, 0.5), 2: (0.5, 0.65), 3: (0.6, 0.75), 4: (0.8, 0.9)}
-"""Match length → prior acceptance of (the first copied token, each later one); longer matches as 4."""
+ACCEPTANCE_PRIORS = {
+    (1, None): (0.2, 0.5), (1, True): (0.7, 0.5), (1, False): (0.15, 0.5),
+    (2, None): (0.5, 0.65), (2, True): (0.75, 0.65), (2, False): (0.5, 0.65),
+    (3, None): (0.6, 0.75), (3, True): (0.8, 0.75), (3, False): (0.55, 0.75),
+    (4, None): (0.8, 0.9), (4, True): (0.9, 0.9), (4, False): (0.8, 0.9),
+}
+"""(match length, whether the rival's top token is the copy's first: None when it has none) → prior
+acceptance of (the first copied token, each later one); longer matches count as 4."""
+LONGEST_PRIOR = max(length for length, _ in ACCEPTANCE_PRIORS)
 
 
 def point_mass(tokens: Sequence[int], vocab_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -42,33 +51,39 @@ class CopyDrafts:
         check_positive("max_copy_tokens", max_copy_tokens)
         self.index = ContextIndex(prompt, min_match, max(max_match, min_match))
         self.max_copy_tokens = max_copy_tokens
-        self.rates: dict[int, tuple[AcceptanceRate, AcceptanceRate]] = {}  # match length → (first, later)
-        self.match_length = 0  # of the last proposal
+        # (match length, agreement) → the acceptance of (the first copied token, each later one)
+        self.rates: dict[tuple[int, bool | None], tuple[AcceptanceRate, AcceptanceRate]] = {}
+        self.kind: tuple[int, bool | None] = (0, None)  # of the last proposal
         self.estimates: list[float] = []  # its tokens' acceptance estimates
+        self.cut = False  # whether it was cut short of what the context offered: drafting on would not pay
 
-    def _rates(self, length: int) -> tuple[AcceptanceRate, AcceptanceRate]:
-        if length not in self.rates:
-            first, later = ACCEPTANCE_PRIORS[min(length, max(ACCEPTANCE_PRIORS))]
-            self.rates[length] = AcceptanceRate(prior_rate=first), AcceptanceRate(prior_rate=later)
-        return self.rates[length]
+    def _rates(self, kind: tuple[int, bool | None]) -> tuple[AcceptanceRate, AcceptanceRate]:
+        if kind not in self.rates:
+            first, later = ACCEPTANCE_PRIORS[min(kind[0], LONGEST_PRIOR), kind[1]]
+            self.rates[kind] = AcceptanceRate(prior_rate=first), AcceptanceRate(prior_rate=later)
+        return self.rates[kind]
 
     def on_offer(self) -> bool:
         """Whether the context offers a copy now (a suffix matched): cheap, before valuing the rival."""
         return self.index.match()[0] > 0
 
-    def propose(self, budget: int, curve: Mapping[int, float] | None, rival: float) -> list[int]:
+    def propose(self, budget: int, curve: Mapping[int, float] | None, rival: float,
+                rival_choice: int | None = None) -> list[int]:
         """The copied tokens worth verifying this round (at most `budget`): none when nothing matches or
-        when the rival source is worth at least as many tokens per unit of cost (`rival`)."""
-        self.match_length, start = self.index.match()
-        proposal = self.index.tokens[start: start + min(self.max_copy_tokens, budget)] if self.match_length else []
+        when the rival source is worth at least as many tokens per unit of cost (`rival`). `rival_choice`:
+        the rival drafter's most probable next token (None when it has not drafted), which the copy's
+        first token agrees with or not."""
+        length, start = self.index.match()
+        proposal = self.index.tokens[start: start + min(self.max_copy_tokens, budget)] if length else []
         if not proposal:
             return []
-        first, later = self._rates(self.match_length)
+        self.kind = length, None if rival_choice is None else rival_choice == proposal[0]
+        first, later = self._rates(self.kind)
         estimates = [first.rate] + [later.rate] * (len(proposal) - 1)
         if tokens_per_cost(estimates, curve) <= rival:
             return []
         keep = len(proposal) if curve is None else best_draft_length(estimates, curve)
-        self.estimates = estimates[:keep]
+        self.estimates, self.cut = estimates[:keep], keep < len(proposal)
         return proposal[:keep]
 
     def confidences(self, count: int) -> list[float]:
@@ -78,7 +93,7 @@ class CopyDrafts:
     def record(self, copied: int, accepted: int, kept: Sequence[int]) -> None:
         """After a round: `copied` copies were verified, its first `accepted` drafts accepted, `kept` appended."""
         if copied:
-            first, later = self._rates(self.match_length)
+            first, later = self._rates(self.kind)
             first.update(1, min(accepted, 1))
             if accepted:  # the later copies were reached only if the first was accepted
                 later.update(copied - 1, min(accepted, copied) - 1)

@@ -215,9 +215,11 @@ def kangaroo(
         copied = []
         if copies is not None and recorder.remaining > 1 and copies.on_offer():
             estimate = _first_estimate(first, calibration, cost_curve is not None, temperature, top_p)
-            copied = copies.propose(recorder.remaining - 1, curve, rival_value(estimate, budget, curve))
-        if copied:  # copy, then let the adapter draft on if it is active and the budget allows
-            after = min(max_draft_tokens, recorder.remaining - 1 - len(copied)) if first is not None else 0
+            copied = copies.propose(recorder.remaining - 1, curve, rival_value(estimate, budget, curve),
+                                    None if first is None else int(first[1].argmax()))
+        if copied:  # copy, then the adapter drafts on if it is active, the copy was whole and the budget allows
+            after = min(max_draft_tokens, recorder.remaining - 1 - len(copied))
+            after = 0 if first is None or copies.cut else after
             exited = ([first[0]] if first is not None else []) + _copy_states(
                 model, last, copied, context - 1, first is not None, after > 0)
             drafted, q, draft_logits, confidences, more, stop = _draft(

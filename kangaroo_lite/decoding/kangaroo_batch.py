@@ -38,7 +38,7 @@ def kangaroo_batch(target: PreTrainedModel, adapter: KangarooAdapter, prompts: S
                    max_new_tokens: int, max_draft_tokens: int, threshold: float, temperature: float,
                    top_p: float, seed: int | None, tokenizer: PreTrainedTokenizerBase | None,
                    cost_curve: Mapping[int, float] | ContextCostCurve | None, backoff: int, copy_drafts: bool = True,
-                   max_copy_tokens: int = 8, min_match: int = 2) -> list[DecodingResult]:
+                   max_copy_tokens: int = 8, min_match: int = 1) -> list[DecodingResult]:
     """`kangaroo` on a batch (arguments checked there); row i samples with `seed + i`."""
     prompts = prepare_batch(prompts, target, max_new_tokens)
     rows = BatchRows("kangaroo", prompts, max_new_tokens, eos_id(target), seed)
@@ -49,19 +49,21 @@ def kangaroo_batch(target: PreTrainedModel, adapter: KangarooAdapter, prompts: S
     layout = RaggedLayout(prompts)
     copies = [CopyDrafts(ids.tolist(), max_copy_tokens, min_match) for ids in prompts] if copy_drafts else None
 
-    def offer_copy(i: int, confidence: float | None) -> None:
+    def offer_copy(i: int, confidence: float | None, choice: int | None = None) -> None:
         """Row i of this round (`active`, `budgets`, `curves`, `drafts`) copies its context's continuation if that
         is worth more than its adapter, valued by the first draft's `confidence` (calibrated with a cost curve;
-        None: the adapter does not draft this round), as the single-prompt loop decides."""
+        None: the adapter does not draft this round) and whether its top token `choice` is the copy's first, as the
+        single-prompt loop decides."""
         row = active[i]
         remaining, curve = rows.recorders[row].remaining, curves[i]
         if copies is None or remaining <= 1:
             return
         if confidence is not None and cost_curve is not None:
             confidence = calibrations[row].corrected([confidence])[0]
-        copied = copies[row].propose(remaining - 1, curve, rival_value(confidence, budgets[i], curve))
-        if copied:  # the adapter drafts on after the copy where it drafts at all this round
-            after = min(max_draft_tokens, remaining - 1 - len(copied)) if confidence is not None else 0
+        copied = copies[row].propose(remaining - 1, curve, rival_value(confidence, budgets[i], curve), choice)
+        if copied:  # the adapter drafts on after a whole copy where it drafts at all this round
+            after = min(max_draft_tokens, remaining - 1 - len(copied))
+            after = 0 if confidence is None or copies[row].cut else after
             drafts.force(i, copied, copies[row].confidences(len(copied)), after)
 
     # The shallow layers read every prompt but its last token; the adapter reads them with the first
@@ -101,7 +103,7 @@ def kangaroo_batch(target: PreTrainedModel, adapter: KangarooAdapter, prompts: S
             if step == 0:  # the adapter's first draft values it against each row's copy
                 for i in range(len(active)):
                     if first[i]:
-                        offer_copy(i, drafts.confidence(i, logits[i]))
+                        offer_copy(i, drafts.confidence(i, logits[i]), int(logits[i].argmax()))
             token = drafts.add(logits)
         counts = drafts.counts()
         copied = [drafts.forced_count(i, count) for i, count in enumerate(counts)]

@@ -1,5 +1,8 @@
 """The threshold-slider app of notebook 03: ipywidgets controls wired to the drawings of `slider_view`.
 
+Kangaroo copies drafts from the context by default (`kl.kangaroo(copy_drafts=True)`); the token view
+shows copied drafts in their own colours, and a checkbox turns copying off to compare.
+
 `build_app(models, prompts)` builds it; `AdapterBank` keeps one adapter per exit layer, training
 the missing ones on first use with `quick_trainer`.
 """
@@ -102,7 +105,8 @@ def quick_trainer(
 
 
 class KangarooApp(widgets.VBox):
-    """Sliders for threshold, max draft tokens and exit layer, a prompt chooser, and the views they redraw."""
+    """Sliders for threshold, max draft tokens and exit layer, a prompt chooser, a copy-drafts checkbox, and the
+    views they redraw."""
 
     def __init__(
         self,
@@ -117,6 +121,7 @@ class KangarooApp(widgets.VBox):
         prompt: str | None = None,
         repeats: int = 2,
         max_draft_limit: int = 12,
+        copy_drafts: bool = True,
     ):
         if not prompts:
             raise ValueError("build_app needs at least one prompt")
@@ -161,14 +166,17 @@ class KangarooApp(widgets.VBox):
         self.prompt = widgets.Dropdown(
             options=list(prompts), value=prompt or next(iter(prompts)), description="prompt", style=wide
         )
+        self.copy_drafts = widgets.Checkbox(
+            value=copy_drafts, description="copy drafts from the context", indent=False, style=wide
+        )
         self.status = widgets.HTML(layout=widgets.Layout(min_height="1.5em"))
         self.stats_view = widgets.HTML()
         self.tokens = widgets.HTML()
         self.chart = widgets.Output()
         controls = widgets.HBox([self.threshold, self.max_draft_tokens])
-        choices = widgets.HBox([self.exit_layer, self.prompt])
+        choices = widgets.HBox([self.exit_layer, self.prompt, self.copy_drafts])
         super().__init__([controls, choices, self.status, self.stats_view, self.tokens, self.chart])
-        for control in (self.threshold, self.max_draft_tokens, self.exit_layer, self.prompt):
+        for control in (self.threshold, self.max_draft_tokens, self.exit_layer, self.prompt, self.copy_drafts):
             control.observe(self._on_change, names="value")
         warm = next(iter(prompts.values()))  # so that the first timed runs are not the first runs at all
         autoregressive(target, warm, 4)
@@ -191,7 +199,8 @@ class KangarooApp(widgets.VBox):
             self._say("decoding…")
             name = self.prompt.value
             ids = self.prompts[name]
-            settings = dict(threshold=float(self.threshold.value), max_draft_tokens=int(self.max_draft_tokens.value))
+            settings = dict(threshold=float(self.threshold.value), max_draft_tokens=int(self.max_draft_tokens.value),
+                            copy_drafts=bool(self.copy_drafts.value))
             # Both methods timed now, interleaved, so that a busy CPU slows them alike.
             runs = {
                 "autoregressive": lambda p: autoregressive(self.target, p, self.max_new_tokens),
@@ -209,6 +218,7 @@ class KangarooApp(widgets.VBox):
         self.stats = dict(
             threshold=settings["threshold"],
             max_draft_tokens=settings["max_draft_tokens"],
+            copy_drafts=settings["copy_drafts"],
             exit_layer=layer,
             prompt=name,
             **summarize(result, baseline.result, timed.median_time, baseline.median_time),
@@ -239,12 +249,14 @@ def build_app(
     prompt: str | None = None,
     repeats: int = 2,
     train_steps: int = 60,
+    copy_drafts: bool = True,
 ) -> KangarooApp:
     """The interactive app over `models` (anything with `tokenizer`, `target` and `adapter`, e.g. `load_default()`).
 
     `prompts` maps a label (e.g. a subtask) to token ids. The first render uses `exit_layer`, by
     default the given adapter's; other exit layers get an adapter trained with `quick_trainer`
     (`train_steps` steps) the first time the slider reaches them, unless `bank` supplies one.
+    `copy_drafts`: whether Kangaroo starts with copy drafts on (a checkbox toggles it).
     """
     tokenizer, target = models.tokenizer, models.target
     adapter = getattr(models, "adapter", None)
@@ -270,4 +282,5 @@ def build_app(
         max_draft_tokens=max_draft_tokens,
         prompt=prompt,
         repeats=repeats,
+        copy_drafts=copy_drafts,
     )

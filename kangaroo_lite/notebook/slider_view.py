@@ -2,10 +2,12 @@
 
 - `round_view(result)` turns a Kangaroo trace into rounds of token records, one per drafted or
   emitted token, with its fate — including the drafts the target *rejected*, which the result
-  itself does not emit — and a marker where the draft loop stopped;
+  itself does not emit —, each draft's source (copied from the context, or drafted by the adapter)
+  and a marker where the draft loop stopped;
 - `render_round_html(rounds, tokenizer)` draws them as HTML whose spans carry machine-readable
-  attributes (`data-fate`, `data-draft-length`, …) for tests and for a browser;
-- `summarize(...)` and `stats_html(...)` give #MAT, acceptance, draft length and the speedup over
+  attributes (`data-fate`, `data-source`, `data-draft-length`, …) for tests and for a browser;
+  copies have their own colours (accepted and rejected);
+- `summarize(...)` and `stats_html(...)` give #MAT, acceptance, draft length, the accepted copies and the speedup over
   autoregressive decoding; `app_figure(...)` the acceptance-by-position chart.
 """
 
@@ -19,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 from transformers import PreTrainedTokenizerBase
 
 from ..core.result import ACCEPTED, BONUS, CORRECTION, TARGET, DecodingResult, Step
+from ..decoding.copy_drafts import COPY as COPY_STOP
 from ..decoding.kangaroo import BUDGET, MAX_DRAFT_TOKENS, THRESHOLD
-from .tokens import FATE_COLOURS, FATE_LABELS
+from .tokens import COPY, COPY_COLOURS, COPY_LABELS, FATE_COLOURS, FATE_LABELS, draft_sources, token_colour, token_label
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -29,6 +32,9 @@ REJECTED = "rejected"
 FATES = (ACCEPTED, REJECTED, CORRECTION, BONUS, TARGET)
 COLOURS = {**FATE_COLOURS, REJECTED: "#f1f3f5"}
 LABELS = {**FATE_LABELS, REJECTED: "drafted and rejected"}
+COPIED_COLOURS = {**COPY_COLOURS, REJECTED: "#f3f0ff"}  # a copied draft's colours, by fate
+COPIED_LABELS = {**COPY_LABELS, REJECTED: "copied and rejected"}
+_STRUCK = {None: ";text-decoration:line-through;color:#868e96", COPY: ";text-decoration:line-through;color:#9775fa"}
 EXIT_MARKS = {THRESHOLD: "η", MAX_DRAFT_TOKENS: "γ"}
 EXIT_LABELS = {
     THRESHOLD: "draft loop stopped: the last draft's confidence fell below the threshold η",
@@ -47,7 +53,8 @@ class TokenRecord:
     fate: str  # one of FATES
     round: int  # index of the step in `result.steps`
     draft_position: int | None = None  # 1-based position among the round's drafts; None for the target's own
-    confidence: float | None = None  # the draft's top-1 probability when it was proposed
+    confidence: float | None = None  # the draft's top-1 probability when it was proposed (a copy's: its estimate)
+    source: str | None = None  # a draft's: COPY (copied from the context) or DRAFTER; None for the target's own
 
 
 @dataclass(frozen=True)
@@ -80,19 +87,19 @@ def _round(index: int, step: Step) -> RoundView:
     confidences = step.info.get("confidences", [])
     stop = step.info.get("draft_stop") if drafted else None
     view = RoundView(index=index, draft_length=len(drafted), accepted=accepted, draft_stop=stop)
-    fates = step.fates()
+    fates, sources = step.fates(), draft_sources(step)
 
     def confidence(i: int) -> float | None:
         return confidences[i] if i < len(confidences) else None
 
     for i in range(accepted):
-        view.items.append(TokenRecord(emitted[i], fates[i], index, i + 1, confidence(i)))
+        view.items.append(TokenRecord(emitted[i], fates[i], index, i + 1, confidence(i), sources[i]))
     # The target's own token follows the accepted drafts; when it was cut (at EOS inside the accepted
     # drafts) the later drafts were never judged, so they are neither shown as rejected nor marked.
     own = len(emitted) > accepted
     if own:
         for i in range(accepted, len(drafted)):
-            view.items.append(TokenRecord(drafted[i], REJECTED, index, i + 1, confidence(i)))
+            view.items.append(TokenRecord(drafted[i], REJECTED, index, i + 1, confidence(i), sources[i]))
         if stop in EXIT_MARKS:
             view.items.append(ExitMarker(stop, index, confidence(len(drafted) - 1)))
         view.items.append(TokenRecord(emitted[accepted], fates[accepted], index))
@@ -103,9 +110,10 @@ def round_view(result: DecodingResult) -> list[RoundView]:
     """Every round of a Kangaroo (or speculative) trace with each token's fate, rejected drafts included.
 
     Within a round the order is: accepted drafts, rejected drafts (the round's drafted tokens after
-    `accepted`), the exit marker (when the loop stopped by threshold or at max draft tokens), then
-    the target's own token (a correction after a rejection, a bonus after a full accept, or a plain
-    target token when nothing was drafted).
+    `accepted`; a round's leading `info["copied"]` drafts are copies, source COPY), the exit marker
+    (when the loop stopped by threshold or at max draft tokens), then the target's own token (a
+    correction after a rejection, a bonus after a full accept, or a plain target token when nothing
+    was drafted).
     """
     return [_round(i, step) for i, step in enumerate(result.steps)]
 
@@ -122,19 +130,32 @@ def _decode(tokenizer: PreTrainedTokenizerBase | None, token: int) -> str:
     return tokenizer.decode([token]) if tokenizer is not None else f"[{token}]"
 
 
+def record_colour(fate: str, source: str | None = None) -> str:
+    """The background of a token record of `fate` from `source` in the round view (copies have their own)."""
+    return token_colour(fate, source, COPIED_COLOURS, COLOURS)
+
+
+def record_label(fate: str, source: str | None = None) -> str:
+    """A token record of `fate` from `source`, in words."""
+    return token_label(fate, source, COPIED_LABELS, LABELS)
+
+
 def _token_html(record: TokenRecord, text: str) -> str:
-    title = LABELS[record.fate]
+    title = record_label(record.fate, record.source)
     if record.draft_position is not None:
         title = f"draft {record.draft_position}, {title}"
         if record.confidence is not None:
-            title += f", confidence {record.confidence:.2f}"
-    style = f"background:{COLOURS[record.fate]};border-radius:3px;padding:1px 0;white-space:pre-wrap"
+            estimate = "acceptance estimate" if record.source == COPY else "confidence"
+            title += f", {estimate} {record.confidence:.2f}"
+    colour = record_colour(record.fate, record.source)
+    style = f"background:{colour};border-radius:3px;padding:1px 0;white-space:pre-wrap"
     if record.fate == REJECTED:
-        style += ";text-decoration:line-through;color:#868e96"
+        style += _STRUCK[COPY if record.source == COPY else None]
     position = "" if record.draft_position is None else f' data-draft-position="{record.draft_position}"'
     confidence = "" if record.confidence is None else f' data-confidence="{record.confidence:.4f}"'
+    source = "" if record.source is None else f' data-source="{record.source}"'
     return (
-        f'<span class="kl-token" data-fate="{record.fate}"{position}{confidence} '
+        f'<span class="kl-token" data-fate="{record.fate}"{source}{position}{confidence} '
         f'title="{html.escape(title)}" style="{style}">{html.escape(text)}</span>'
     )
 
@@ -150,14 +171,22 @@ def _marker_html(marker: ExitMarker) -> str:
     )
 
 
-def legend_html() -> str:
-    """The key to the token view's colours and markers (no `data-fate`, so it is never counted)."""
+def _legend_key(fate: str, source: str | None) -> str:
+    style = f"background:{record_colour(fate, source)};padding:1px 6px;border-radius:3px"
+    if fate == REJECTED:
+        style += _STRUCK[source]
+    marks = f'data-legend="{fate}"' + ("" if source is None else f' data-source="{source}"')
+    return f'<span {marks} style="{style}">{record_label(fate, source)}</span>'
+
+
+def legend_html(copies: bool = False) -> str:
+    """The key to the token view's colours and markers (no `data-fate`, so it is never counted); with
+    `copies`, the copied drafts' colours too (`data-source="copy"`), after the model's drafts'."""
     keys = []
     for fate in FATES:
-        style = f"background:{COLOURS[fate]};padding:1px 6px;border-radius:3px"
-        if fate == REJECTED:
-            style += ";text-decoration:line-through;color:#868e96"
-        keys.append(f'<span data-legend="{fate}" style="{style}">{LABELS[fate]}</span>')
+        keys.append(_legend_key(fate, None))
+        if copies and fate in COPIED_COLOURS:
+            keys.append(_legend_key(fate, COPY))
     keys.append('<span style="color:#e8590c;font-weight:bold">|η</span> loop stopped by the threshold')
     keys.append('<span style="color:#868e96;font-weight:bold">|γ</span> at max draft tokens')
     return f'<div class="kl-legend" style="font-size:85%;margin-bottom:6px">{" ".join(keys)}</div>'
@@ -169,7 +198,8 @@ def render_round_html(
     prompt: str | None = None,
     legend: bool = True,
 ) -> str:
-    """The token view: one `data-draft-length` span per round holding one `data-fate` span per token."""
+    """The token view: one `data-draft-length` span per round holding one `data-fate` span per token (copied
+    drafts also `data-source="copy"`); the legend keys the copies' colours when any round copied."""
     parts = []
     for view in rounds:
         inner = "".join(
@@ -182,7 +212,8 @@ def render_round_html(
             f'data-accepted="{view.accepted}"{stop} '
             f'style="border-bottom:2px solid #ced4da;margin-right:3px;padding-bottom:1px">{inner}</span>'
         )
-    head = legend_html() if legend else ""
+    copies = any(record.source == COPY for view in rounds for record in view.tokens)
+    head = legend_html(copies) if legend else ""
     if prompt is not None:
         head += (
             f'<div class="kl-prompt" style="color:#868e96;white-space:pre-wrap;margin-bottom:4px">'
@@ -200,13 +231,18 @@ def mean_draft_length(result: DecodingResult) -> float:
     return sum(lengths) / len(lengths) if lengths else 0.0
 
 
+def copied_accepted(steps: Sequence[Step]) -> int:
+    """Accepted drafts that were copies (a step's leading `info["copied"]` drafts)."""
+    return sum(min(step.accepted, step.info.get("copied", 0)) for step in steps)
+
+
 def summarize(
     result: DecodingResult,
     baseline: DecodingResult,
     seconds: float | None = None,
     baseline_seconds: float | None = None,
 ) -> dict[str, Any]:
-    """#MAT, acceptance rate, mean draft length, threshold exits and the speedup over `baseline`.
+    """#MAT, acceptance rate, mean draft length, threshold exits, accepted copies and the speedup over `baseline`.
 
     `seconds` and `baseline_seconds` default to the results' own wall times; the speedup is the
     ratio of tokens per second, the tokens being counted the same way for both.
@@ -223,6 +259,8 @@ def summarize(
         acceptance_rate=result.acceptance_rate(),
         mean_draft_length=mean_draft_length(result),
         threshold_exits=stops.count(THRESHOLD),
+        accepted_drafts=sum(s.accepted for s in result.steps),
+        copied=copied_accepted(result.steps),
         kangaroo_ms=1000 * seconds,
         autoregressive_ms=1000 * baseline_seconds,
         speedup=rate / base_rate if base_rate > 0 else 0.0,
@@ -259,7 +297,9 @@ def stats_html(stats: dict[str, Any]) -> str:
         f"#MAT <b>{stats['mean_accepted']:.2f}</b> tokens per target pass · "
         f"acceptance α <b>{stats['acceptance_rate']:.2f}</b> · "
         f"mean draft length <b>{stats['mean_draft_length']:.2f}</b> · "
-        f"threshold exits {stats['threshold_exits']} of {stats['rounds']} rounds · {same}"
+        f"threshold exits {stats['threshold_exits']} of {stats['rounds']} rounds · "
+        f"{stats.get('copied', 0)} of {stats.get('accepted_drafts', 0)} accepted drafts copied from the context · "
+        f"{same}"
     )
     return f'<div class="kl-stats" {" ".join(attributes)} style="margin:4px 0">{line}</div>'
 
@@ -292,13 +332,18 @@ def app_figure(result: DecodingResult, stats: dict[str, Any], max_draft_tokens: 
         row=1,
         col=1,
     )
+    named = (THRESHOLD, MAX_DRAFT_TOKENS, BUDGET, COPY_STOP)
     for reason, colour, label in (
         (THRESHOLD, "#e8590c", "stopped by threshold"),
         (MAX_DRAFT_TOKENS, "#868e96", "max draft tokens"),
         (BUDGET, "#ced4da", "token budget"),
+        (COPY_STOP, COPIED_COLOURS[ACCEPTED], "copied only"),
+        (None, "#495057", "other (end of text, cost)"),
     ):
         counts = [
-            sum(len(s.drafted) == k and s.info.get("draft_stop") == reason for s in result.steps) for k in positions
+            sum(len(s.drafted) == k and (s.info.get("draft_stop") == reason if reason else
+                                         s.info.get("draft_stop") not in named) for s in result.steps)
+            for k in positions
         ]
         fig.add_bar(x=positions, y=counts, name=label, marker_color=colour, row=1, col=2)
     most = max((sum(len(s.drafted) == k for s in result.steps) for k in positions), default=0)

@@ -5,7 +5,8 @@ real Spec-Bench questions, where drafts are often rejected), the parameter injec
 a copy under results/ui/ — never into the committed notebook.
 
 The test reads the widget's rendered DOM, whose contract is: every token span carries `data-fate`
-(accepted, rejected, correction, bonus or target), every drafting round a `data-draft-length`, the
+(accepted, rejected, correction, bonus or target), every draft's span a `data-source` (copy: copied from
+the context, in its own colour; drafter: drafted by the adapter), every drafting round a `data-draft-length`, the
 statistics sit in a `.kl-stats` element with data-attributes, and the slider's description contains
 "threshold". It moves the slider from 0 (never stop early) to 0.9 and checks that the token view and the acceptance
 chart follow, with no request leaving 127.0.0.1 (plotly is bundled, no CDN).
@@ -29,6 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 NOTEBOOK = "notebooks/03_dual_early_exit.ipynb"
 FATES = {"accepted", "rejected", "correction", "bonus", "target"}
+SOURCES = {"copy", "drafter"}
 README_SHOTS = {"tiny": REPO / "docs" / "img" / "threshold_slider.png",
                 "smollm2": REPO / "docs" / "img" / "threshold_slider_smollm2.png"}
 # 0 (never stop early) against 0.9 (stop after nearly every draft) is a change of the draft loop a
@@ -59,13 +61,16 @@ SNAPSHOT_JS = """
     tokens: spans.length,
     fates,
     unknown_fates: [...new Set(spans.map((s) => s.dataset.fate))].filter((f) => !FATES.includes(f)),
+    sources: spans.filter((s) => s.dataset.source).length,
+    unknown_sources: [...new Set(spans.map((s) => s.dataset.source).filter((v) => v))]
+      .filter((v) => !SOURCES.includes(v)),
     draft_lengths: [...cell.querySelectorAll('[data-draft-length]')].map((e) => Number(e.dataset.draftLength)),
     stats: [...cell.querySelectorAll('.kl-stats')].map((e) => ({...e.dataset})),
     charts,
     charts_drawn: [...cell.querySelectorAll('.js-plotly-plot')].filter((gd) => gd.querySelector('svg.main-svg')).length,
   };
 }
-""".replace("FATES", str(sorted(FATES)))
+""".replace("FATES", str(sorted(FATES))).replace("SOURCES", str(sorted(SOURCES)))
 
 # The notebook panel's kernel and the outputs of its cells, through the app JupyterLab exposes.
 KERNEL_STATUS_JS = """
@@ -267,6 +272,8 @@ def test_threshold_slider_changes_tokens_and_chart(jupyter_lab, offline_page, no
     for name, snap in ((LOW, low), (HIGH, high)):
         assert snap["tokens"] > 0, f"no token spans with data-fate at threshold {name}"
         assert not snap["unknown_fates"], f"unknown data-fate values at {name}: {snap['unknown_fates']}"
+        assert snap["sources"] > 0, f"no draft spans with data-source at threshold {name}"
+        assert not snap["unknown_sources"], f"unknown data-source values at {name}: {snap['unknown_sources']}"
         assert snap["draft_lengths"], f"no data-draft-length at threshold {name}"
         assert snap["stats"], f"no .kl-stats element at threshold {name}"
         assert snap["charts"] and snap["charts_drawn"] == len(snap["charts"]), f"acceptance chart not drawn at {name}"
