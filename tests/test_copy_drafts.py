@@ -24,6 +24,7 @@ from kangaroo_lite.decoding.lookup import lookup
 torch.set_num_threads(1)
 
 COSTLY = {1: 1.0, 2: 1.05, 3: 1.1, 4: 1.6}
+PADDED = {1: 1.0, 2: 1.62, 3: 2.03, 4: 1.42, 5: 1.56, 8: 1.69}  # passes over 2-3 tokens padded to 4
 
 
 def _target(family: str = "llama", vocab: int = 64, sharpness: float = 30.0, layers: int = 4) -> torch.nn.Module:
@@ -163,7 +164,7 @@ def test_lookup_and_kangaroo_with_copies_are_token_identical_to_autoregressive(f
     sources = set()
     for prompt in _repetitive(6) + [[5, 9, 2]]:
         expected = autoregressive(target, prompt, 30).tokens
-        for cost_curve in (None, COSTLY):
+        for cost_curve in (None, COSTLY, PADDED):
             assert lookup(target, prompt, 30, cost_curve=cost_curve).tokens == expected
             result = kangaroo(target, adapter, prompt, 30, threshold=0.3, cost_curve=cost_curve)
             assert result.tokens == expected

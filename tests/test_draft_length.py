@@ -12,6 +12,8 @@ from kangaroo_lite.core.draft_length import (
     ContextCostCurve,
     DraftBackoff,
     best_draft_length,
+    padded_curve,
+    padded_size,
     curve_at,
     curve_for,
 )
@@ -160,3 +162,11 @@ def test_sampled_drafts_are_kept_one_by_one_and_never_for_the_drafts_after_them(
     # after all of them.
     assert best_draft_length([0.9, 0.9, 0.05], curve, sampled_from=2) == 2
     assert best_draft_length([0.05, 0.99], curve, sampled_from=1) == 0
+
+
+def test_a_pass_is_padded_to_a_larger_size_where_that_costs_less():
+    # This CPU's kernels: a matrix product over 2 or 3 rows is slower than over 4.
+    curve = {1: 1.0, 2: 1.62, 3: 2.03, 4: 1.42, 5: 1.56, 8: 1.69}
+    assert [padded_size(curve, n) for n in (1, 2, 3, 4, 5, 8)] == [1, 4, 4, 4, 5, 8]
+    assert padded_curve(curve) == {1: 1.0, 2: 1.42, 3: 1.42, 4: 1.42, 5: 1.56, 8: 1.69}
+    assert padded_curve(FREE) == FREE

@@ -264,11 +264,12 @@ def _exact_joint(target: torch.nn.Module, prompt: list[int], temperature: float,
 
 
 COSTLY = {1: 1.0, 2: 1.3, 3: 1.9}  # a cost curve under which unconfident drafts are not verified
+PADDED = {1: 1.0, 2: 1.6, 3: 2.0, 4: 1.4}  # verification passes over 2-3 tokens padded to 4
 
 
 @pytest.mark.parametrize(("temperature", "top_p", "draft_vocab", "cost_curve"),
                          [(1.0, 1.0, None, None), (0.7, 0.9, None, None), (1.0, 1.0, (0, 2, 3, 5, 6), None),
-                          (0.7, 0.9, (0, 2, 3, 5, 6), None), (1.0, 1.0, None, COSTLY)])
+                          (0.7, 0.9, (0, 2, 3, 5, 6), None), (1.0, 1.0, None, COSTLY), (1.0, 1.0, None, PADDED)])
 def test_sampling_keeps_the_target_distribution(temperature, top_p, draft_vocab, cost_curve):
     """Chi-square test of the joint of two drafted tokens; false alarm rate 1e-3 (seeds fixed).
 
@@ -310,6 +311,17 @@ def test_sampling_keeps_the_target_distribution(temperature, top_p, draft_vocab,
     if expected[-1] == 0:
         observed, expected = observed[:-1], expected[:-1]
     assert chisquare(observed.numpy(), expected.numpy() * observed.sum().item() / expected.sum().item()).pvalue > 1e-3
+
+
+def test_padded_verification_passes_leave_every_cache_holding_exactly_the_accepted_context():
+    target, adapter = tiny_target("llama"), tiny_adapter("llama", 2)
+    errors: list[float] = []
+    with torch.inference_mode():
+        result = kangaroo(target, adapter, [4, 8, 15, 16, 4, 8], 40, threshold=0.3, cost_curve=PADDED,
+                          on_round=functools.partial(_check_caches, target, 2, errors))
+    assert result.tokens == autoregressive(target, [4, 8, 15, 16, 4, 8], 40).tokens
+    assert any(0 < len(step.drafted) < 3 for step in result.steps)  # some passes were padded to 4 tokens
+    assert max(errors) < 1e-4
 
 
 def test_seeded_sampling_is_reproducible():

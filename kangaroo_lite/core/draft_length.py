@@ -64,6 +64,22 @@ def curve_for(cost_curve: Mapping[int, float] | ContextCostCurve, context: int) 
     return cost_curve.at(context) if isinstance(cost_curve, ContextCostCurve) else cost_curve
 
 
+def padded_size(curve: Mapping[int, float], tokens: int) -> int:
+    """How many tokens a pass over `tokens` should run to cost least: itself, or a measured size above it
+    that costs less (on some CPUs a matrix product over 2 or 3 rows is slower than over 4, so a
+    verification pass padded with filler tokens, whose results are discarded, is cheaper)."""
+    cost, best = curve_at(curve, tokens), tokens
+    for size in sorted(n for n in curve if n > tokens):
+        if curve[size] < cost:
+            cost, best = curve[size], size
+    return best
+
+
+def padded_curve(curve: Mapping[int, float]) -> dict[int, float]:
+    """The cost of a pass over n tokens when it may be padded (`padded_size`): the lower envelope from above."""
+    return {n: curve_at(curve, padded_size(curve, n)) for n in curve}
+
+
 def best_draft_length(confidences: Sequence[float], curve: Mapping[int, float], sampled_from: int | None = None) -> int:
     """The number of leading drafts whose verification gives the most expected tokens per unit of cost.
 

@@ -29,7 +29,15 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..adapter.model import KangarooAdapter, check_target
 from ..core.batch import as_batch
 from ..core.checks import check_non_negative, check_positive, check_unit_interval, eos_id, prepare_prompt
-from ..core.draft_length import AcceptanceCalibration, ContextCostCurve, DraftBackoff, best_draft_length, curve_for
+from ..core.draft_length import (
+    AcceptanceCalibration,
+    ContextCostCurve,
+    DraftBackoff,
+    best_draft_length,
+    curve_for,
+    padded_curve,
+    padded_size,
+)
 from ..core.result import DecodingResult, Recorder, Step
 from ..core.sampling import check_sampling, make_generator, probs_of, verify_drafts, warp
 from .copy_drafts import COPY, CopyDrafts, point_mass, rival_value
@@ -205,7 +213,8 @@ def kangaroo(
     while not recorder.done:
         context = sequence.shape[1]
         budget = min(max_draft_tokens, recorder.remaining - 1)  # never draft past max_new_tokens
-        curve = None if cost_curve is None else curve_for(cost_curve, context)
+        measured = None if cost_curve is None else curve_for(cost_curve, context)
+        curve = None if measured is None else padded_curve(measured)  # what a pass costs, padded where cheaper
         paused = budget > 0 and not pause.drafts_now()
         last = sequence[:, -1:]
         first = None  # the adapter's first step: its confidence values the adapter against a copy
@@ -256,7 +265,12 @@ def kangaroo(
         # first round after the rest of the prompt).
         if unread is not None:
             exited, unread = torch.cat([unread, exited], dim=1), None
-        target_logits = model.deep(exited, context - exited.shape[1] + len(drafted), keep_last=len(drafted) + 1)
+        verified = len(drafted) + 1
+        pad = 0 if measured is None else padded_size(measured, verified) - verified
+        if pad:  # filler states after the drafts make the pass cheaper; causal, their results are dropped
+            exited = torch.cat([exited, exited[:, -1:].expand(-1, pad, -1)], dim=1)
+        target_logits = model.deep(exited, context - exited.shape[1] + verified + pad - 1, keep_last=verified + pad)
+        target_logits = target_logits[:verified]
         if temperature > 0 and kept_copies:  # a copied token's draft distribution: a point mass on it
             copy_q = point_mass(drafted[:kept_copies], target_logits.shape[-1], ids.device)
             q = copy_q if q is None else torch.cat([copy_q, q])

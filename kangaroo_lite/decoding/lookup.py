@@ -17,7 +17,7 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 from ..core.batch import as_batch
 from ..core.cache import truncate_cache
 from ..core.checks import eos_id, prepare_prompt
-from ..core.draft_length import ContextCostCurve, curve_for
+from ..core.draft_length import ContextCostCurve, curve_for, padded_curve, padded_size
 from ..core.result import DecodingResult, Recorder, Step
 from ..core.sampling import check_sampling, make_generator, probs_of, verify_drafts
 from .copy_drafts import COPY, CopyDrafts, point_mass, rival_value
@@ -48,13 +48,17 @@ def lookup(target: PreTrainedModel, input_ids: torch.Tensor, max_new_tokens: int
     sequence = ids  # the target's cache holds every token of `sequence` but the last
     while not recorder.done:
         context = sequence.shape[1]
-        curve = None if cost_curve is None else curve_for(cost_curve, context)
+        measured = None if cost_curve is None else curve_for(cost_curve, context)
+        curve = None if measured is None else padded_curve(measured)  # what a pass costs, padded where cheaper
         drafted = copies.propose(recorder.remaining - 1, curve, rival_value(None, 0, curve))
         estimates = copies.confidences(len(drafted))
         unread = sequence[:, cache.get_seq_length():]
-        verify = torch.cat([unread, torch.tensor([drafted], device=ids.device, dtype=torch.long)], 1)
+        verified = len(drafted) + 1
+        pad = 0 if measured is None else padded_size(measured, verified) - verified
+        fillers = [sequence[0, -1].item()] * pad  # make the pass cheaper; causal, their results are dropped
+        verify = torch.cat([unread, torch.tensor([drafted + fillers], device=ids.device, dtype=torch.long)], 1)
         target_logits = target(input_ids=verify, cache=cache, use_cache=True,
-                               logits_to_keep=len(drafted) + 1).logits[0]
+                               logits_to_keep=verified + pad).logits[0, :verified]
         q = point_mass(drafted, target_logits.shape[-1], ids.device) if temperature > 0 and drafted else None
         accepted, token = verify_drafts(target_logits, q, drafted, temperature, top_p, generator)
         step = Step(emitted=drafted[:accepted] + [token], drafted=drafted, accepted=accepted,
