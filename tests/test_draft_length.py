@@ -12,10 +12,10 @@ from kangaroo_lite.core.draft_length import (
     ContextCostCurve,
     DraftBackoff,
     best_draft_length,
-    padded_curve,
-    padded_size,
     curve_at,
     curve_for,
+    padded_curve,
+    padded_size,
 )
 
 CPU = {1: 1.0, 2: 1.06, 3: 1.16, 4: 1.65, 5: 1.70, 7: 2.06}
