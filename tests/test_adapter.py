@@ -328,7 +328,8 @@ def test_a_draft_vocabulary_survives_saving_and_loading(tmp_path):
     loaded = KangarooAdapter.from_pretrained(tmp_path, target)
     assert loaded.draft_vocab.tolist() == [2, 5, 9, 40]
     result = kangaroo(target, loaded, [1, 2, 3], 20, threshold=0.0)
-    assert all(token in (2, 5, 9, 40) for step in result.steps for token in step.drafted)
+    # the adapter drafts from its vocabulary; copies from the context may hold any token
+    assert all(token in (2, 5, 9, 40) for step in result.steps for token in step.drafted[step.info["copied"]:])
     adapter.set_draft_vocab(None)
     adapter.save_pretrained(tmp_path / "full")
     full = KangarooAdapter.from_pretrained(tmp_path / "full", target)
