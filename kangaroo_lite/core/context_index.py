@@ -25,14 +25,13 @@ class ContextIndex:
         self.tokens: list[int] = []
         # n-gram → where its most recent occurrence's continuation starts (n-grams that have one only)
         self.continuation: dict[tuple[int, ...], int] = {}
+        self._match: tuple[int, int] | None = None  # `match()` of the tokens as they are, until they grow
         self.extend(tokens)
-
-    def __len__(self) -> int:
-        return len(self.tokens)
 
     def extend(self, tokens: Iterable[int]) -> None:
         """Append accepted tokens: each one becomes the continuation of the n-grams that end just before it."""
         for token in tokens:
+            self._match = None
             start = len(self.tokens)
             self.tokens.append(int(token))
             for n in range(self.min_match, min(self.max_match, start) + 1):
@@ -40,11 +39,11 @@ class ContextIndex:
 
     def match(self) -> tuple[int, int]:
         """(length, continuation start) of the longest suffix seen before; (0, -1) when none is."""
-        for n in range(min(self.max_match, len(self.tokens)), self.min_match - 1, -1):
-            start = self.continuation.get(tuple(self.tokens[-n:]))
-            if start is not None:
-                return n, start
-        return 0, -1
+        if self._match is None:
+            self._match = next(((n, self.continuation[key]) for n in range(min(self.max_match, len(self.tokens)),
+                                                                          self.min_match - 1, -1)
+                                if (key := tuple(self.tokens[-n:])) in self.continuation), (0, -1))
+        return self._match
 
     def propose(self, count: int) -> list[int]:
         """Up to `count` tokens that followed the longest matching suffix; empty when nothing matches."""

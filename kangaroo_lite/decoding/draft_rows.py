@@ -43,12 +43,6 @@ class RowDrafts:
         self.forced_confidences: list[list[float]] = [[] for _ in self.budgets]
         self.tokens = torch.zeros(len(self.budgets), 0, dtype=torch.long)
 
-    def confidence(self, row: int, logits: torch.Tensor) -> float:
-        """The confidence a draft of `row` from `logits` (V,) would have (as `add` measures it), sampling nothing."""
-        probs = torch.softmax(logits.float(), -1) if self.temperature == 0 else warp(logits, self.temperature,
-                                                                                       self.top_p)
-        return float(probs.max())
-
     def force(self, row: int, tokens: Sequence[int], confidences: Sequence[float], budget: int) -> None:
         """Make `tokens` the first drafts of `row` (point-mass drafts with these acceptance estimates as their
         `confidences`), then let it draft up to `budget` tokens of its own; before the row's first `add`."""

@@ -39,17 +39,11 @@ from ..core.draft_length import (
     padded_size,
 )
 from ..core.result import DecodingResult, Recorder, Step
-from ..core.sampling import check_sampling, make_generator, probs_of, verify_drafts, warp
+from ..core.sampling import check_sampling, make_generator, probs_of, top_probability, verify_drafts, warp
 from .copy_drafts import COPY, CopyDrafts, point_mass, rival_value
 from .draft_rows import BACKOFF, BUDGET, COST, EOS, MAX_DRAFT_TOKENS, THRESHOLD
 from .kangaroo_batch import kangaroo_batch
 from .self_draft import SelfDraft
-
-
-def _confidence(row: torch.Tensor, temperature: float, top_p: float) -> float:
-    """A draft's confidence: the top-1 probability of the distribution it is drawn from (softmax when greedy)."""
-    probs = torch.softmax(row.float(), -1) if temperature == 0 else warp(row, temperature, top_p)
-    return float(probs.max())
 
 
 def _first_estimate(first: tuple | None, calibration: AcceptanceCalibration, calibrated: bool, temperature: float,
@@ -57,7 +51,7 @@ def _first_estimate(first: tuple | None, calibration: AcceptanceCalibration, cal
     """The acceptance estimate of the adapter's first draft this round (None when it did not draft)."""
     if first is None:
         return None
-    confidence = _confidence(first[1], temperature, top_p)
+    confidence = top_probability(first[1], temperature, top_p)
     return calibration.corrected([confidence])[0] if calibrated else confidence
 
 

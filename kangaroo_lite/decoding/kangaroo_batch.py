@@ -28,6 +28,7 @@ from ..core.batch import BatchRows, RaggedLayout, crop_caches, prepare_batch, se
 from ..core.checks import eos_id
 from ..core.draft_length import AcceptanceCalibration, ContextCostCurve, DraftBackoff, best_draft_length, curve_for
 from ..core.result import DecodingResult
+from ..core.sampling import top_probability
 from .copy_drafts import CopyDrafts, rival_value
 from .draft_rows import BACKOFF, COST, RowDrafts
 from .self_draft import SelfDraft
@@ -103,7 +104,7 @@ def kangaroo_batch(target: PreTrainedModel, adapter: KangarooAdapter, prompts: S
             if step == 0:  # the adapter's first draft values it against each row's copy
                 for i in range(len(active)):
                     if first[i]:
-                        offer_copy(i, drafts.confidence(i, logits[i]), int(logits[i].argmax()))
+                        offer_copy(i, top_probability(logits[i], temperature, top_p), int(logits[i].argmax()))
             token = drafts.add(logits)
         counts = drafts.counts()
         copied = [drafts.forced_count(i, count) for i, count in enumerate(counts)]
