@@ -52,6 +52,18 @@ def test_a_method_whose_output_changes_between_repeats_is_a_loud_error():
         interleaved({"x": unstable}, [torch.tensor([1])], repeats=2, warmup=0)
 
 
+def test_the_result_kept_for_a_prompt_is_its_median_repeat():
+    times = iter([0.5, 0.1, 0.3])  # the repeats' wall times: the median is 0.3
+
+    def run(prompt):
+        return DecodingResult(method="x", prompt_tokens=[], tokens=[1, 2], target_forwards=2, wall_time=next(times))
+
+    prompt = interleaved({"x": run}, [torch.tensor([1])], repeats=3, warmup=0)["x"].prompts[0]
+    assert prompt.median_time == pytest.approx(0.3)
+    assert prompt.result.wall_time == pytest.approx(prompt.median_time)
+    assert len(prompt.runs) == 3
+
+
 def test_expected_speedup_formula():
     assert expected_tokens_per_step(0.0, 4) == 1.0
     assert expected_tokens_per_step(1.0, 4) == 5.0

@@ -154,7 +154,7 @@ def _run(cfg: BenchConfig, batch_sizes: list[int], models: DefaultModels, progre
             rows[name] = {
                 "tokens_per_second": timing.tokens_per_second,
                 "speedup": timing.tokens_per_second / timings[baseline].tokens_per_second,
-                "mean_latency": sum(r.wall_time for r in results) / len(results),
+                "mean_latency": sum(r.wall_time for r in results) / len(results),  # of each group's median repeat
                 "mean_accepted": sum(len(r.tokens) for r in results) / forwards if forwards else None,
                 "identity": None if reference is None else
                 classify_outputs(models.target, [p.unsqueeze(0) for p in ids], reference,

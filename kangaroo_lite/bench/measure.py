@@ -21,12 +21,17 @@ class PromptTiming:
     tokens: int
     wall_times: list[float] = field(default_factory=list)
     cpu_times: list[float] = field(default_factory=list)
-    result: DecodingResult | None = None
+    runs: list[DecodingResult] = field(default_factory=list)
 
     @property
     def median_time(self) -> float:
         """Median wall time of the repeats."""
         return statistics.median(self.wall_times)
+
+    @property
+    def result(self) -> DecodingResult:
+        """The repeat of median wall time (the lower one of an even count): its tokens are every repeat's."""
+        return sorted(self.runs, key=lambda run: run.wall_time)[(len(self.runs) - 1) // 2]
 
 
 @dataclass
@@ -88,11 +93,12 @@ def interleaved(runs: dict[str, Run], prompts: list[torch.Tensor], repeats: int 
                 cpu = time.process_time() - cpu
                 timing = timings[name]
                 if repeat == 0:
-                    timing.prompts.append(PromptTiming(tokens=len(result.tokens), result=result))
-                elif result.tokens != timing.prompts[-1].result.tokens:
+                    timing.prompts.append(PromptTiming(tokens=len(result.tokens)))
+                elif result.tokens != timing.prompts[-1].runs[0].tokens:
                     raise RuntimeError(f"{name} gave different tokens on a repeat of the same prompt")
                 timing.prompts[-1].wall_times.append(result.wall_time)
                 timing.prompts[-1].cpu_times.append(cpu)
+                timing.prompts[-1].runs.append(result)
         if progress:
             progress()
     return timings
