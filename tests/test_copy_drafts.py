@@ -17,7 +17,7 @@ from kangaroo_lite.core.context_index import ContextIndex
 from kangaroo_lite.core.draft_length import AcceptanceRate, tokens_per_cost
 from kangaroo_lite.core.sampling import accept_drafts, warp
 from kangaroo_lite.decoding.autoregressive import autoregressive
-from kangaroo_lite.decoding.copy_drafts import CopyDrafts, point_mass
+from kangaroo_lite.decoding.copy_drafts import ACCEPTANCE_PRIORS, MATCH_BUCKETS, CopyDrafts, match_bucket, point_mass
 from kangaroo_lite.decoding.kangaroo import kangaroo
 from kangaroo_lite.decoding.lookup import lookup
 
@@ -109,7 +109,7 @@ def test_a_copy_source_learns_its_acceptance_and_is_valued_by_it():
 def test_copies_are_proposed_only_when_they_are_worth_more_than_the_rival():
     copies = CopyDrafts([1, 2, 3, 4, 5, 1, 2], max_copy_tokens=4, min_match=2)
     assert copies.propose(10, None, rival=1.0) == [3, 4, 5, 1]
-    assert copies.kind == (2, None) and copies.confidences(4) == pytest.approx([0.5, 0.65, 0.65, 0.65])
+    assert copies.kind == (2, None) and copies.confidences(4) == pytest.approx([0.5, 0.8, 0.8, 0.8])
     assert copies.propose(2, None, rival=1.0) == [3, 4]  # never past the budget
     assert copies.propose(10, None, rival=10.0) == []  # a rival worth more wins
     for _ in range(20):  # copies after 2-token matches that are always rejected lose their value
@@ -121,10 +121,30 @@ def test_copies_are_proposed_only_when_they_are_worth_more_than_the_rival():
 def test_longer_matches_are_trusted_more_and_each_match_length_learns_on_its_own():
     copies = CopyDrafts([1, 2, 3, 4, 9, 8, 1, 2, 3, 4])  # the suffix [1, 2, 3, 4] matched in full
     assert copies.propose(8, None, rival=1.0) == [9, 8, 1, 2, 3, 4]
-    assert copies.kind == (4, None) and copies.confidences(2) == pytest.approx([0.8, 0.9])
+    assert copies.kind == (4, None) and copies.confidences(2) == pytest.approx([0.85, 0.9])
     copies.record(6, 6, [9, 8, 1, 2, 3, 4, 7])  # all six accepted, then the target's own 7
     first, later = copies.rates[4, None]
-    assert first.rate > 0.8 and later.rate > 0.9 and list(copies.rates) == [(4, None)]
+    assert first.rate > 0.85 and later.rate > 0.9 and list(copies.rates) == [(4, None)]
+    long = CopyDrafts(list(range(10)) + [50] + list(range(10)), max_copy_tokens=4)  # a 10-token suffix matched
+    assert long.propose(8, None, rival=1.0) == [50, 0, 1, 2]
+    assert long.kind == (8, None) and long.confidences(1)[0] == pytest.approx(ACCEPTANCE_PRIORS[8, None][0])
+
+
+def test_match_lengths_count_in_buckets():
+    assert [match_bucket(n) for n in (1, 2, 3, 4, 7, 8, 15, 16, 40)] == [1, 2, 3, 4, 4, 8, 8, 16, 16]
+    assert set(ACCEPTANCE_PRIORS) == {(b, agree) for b in MATCH_BUCKETS for agree in (None, True, False)}
+
+
+def test_a_copy_worth_more_than_the_adapter_at_its_best_is_taken_without_running_the_adapter():
+    target = _target()
+    adapter = _adapter(target)
+    calls, after_round = [], []
+    adapter.register_forward_hook(lambda *_: calls.append(1))
+    prompt = [3, 9, 4, 7, 1, 8, 2, 6, 5] * 3  # its last 9 tokens were seen before: a long match
+    result = kangaroo(target, adapter, prompt, 12, max_draft_tokens=2, cost_curve=COSTLY,
+                      on_round=lambda *_: after_round.append(len(calls)))
+    assert result.steps[0].info["copied"] > 0 and after_round[0] == 0  # no adapter step in the first round
+    assert result.tokens == autoregressive(target, prompt, 12).tokens
 
 
 def test_a_copy_the_rival_drafter_agrees_with_is_trusted_more():

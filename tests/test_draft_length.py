@@ -33,8 +33,9 @@ def test_a_costly_pass_drops_the_unlikely_drafts():
     assert best_draft_length([0.2], CPU) == 1
 
 
-def test_curve_is_read_at_the_nearest_measured_size_below():
-    assert curve_at(CPU, 6) == 1.70 and curve_at(CPU, 40) == 2.06 and curve_at(CPU, 2) == 1.06
+def test_curve_is_interpolated_between_measured_sizes_and_held_beyond_them():
+    assert curve_at(CPU, 2) == 1.06 and curve_at(CPU, 40) == 2.06 and curve_at(CPU, 0) == 1.0
+    assert curve_at(CPU, 6) == pytest.approx((1.70 + 2.06) / 2)
 
 
 @given(st.lists(st.floats(0, 1), max_size=8))

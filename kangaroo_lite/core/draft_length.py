@@ -28,12 +28,16 @@ from .checks import check_non_negative
 
 
 def curve_at(curve: Mapping[int, float], tokens: int) -> float:
-    """The relative cost of a pass over `tokens` new tokens (the largest measured size beyond the curve)."""
+    """The relative cost of a pass over `tokens` new tokens: linear between the measured sizes around it,
+    the nearest measured size's outside them."""
     if tokens in curve:
         return curve[tokens]
     sizes = sorted(curve)
-    below = [n for n in sizes if n <= tokens]
-    return curve[below[-1]] if below else curve[sizes[0]]
+    below, above = [n for n in sizes if n < tokens], [n for n in sizes if n > tokens]
+    if not below or not above:
+        return curve[below[-1] if below else above[0]]
+    low, high = below[-1], above[0]
+    return curve[low] + (curve[high] - curve[low]) * (tokens - low) / (high - low)
 
 
 class ContextCostCurve:

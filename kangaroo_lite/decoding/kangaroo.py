@@ -211,12 +211,17 @@ def kangaroo(
         curve = None if measured is None else padded_curve(measured)  # what a pass costs, padded where cheaper
         paused = budget > 0 and not pause.drafts_now()
         last = sequence[:, -1:]
+        offered = copies is not None and recorder.remaining > 1 and copies.on_offer()
+        drafts = budget > 0 and not paused
+        copied = []
+        if offered and drafts:  # a copy worth more than the adapter at its most trustworthy: no need to ask it
+            best = calibration.corrected([1.0])[0] if cost_curve is not None else 1.0
+            copied = copies.propose(recorder.remaining - 1, curve, rival_value(best, budget, curve))
         first = None  # the adapter's first step: its confidence values the adapter against a copy
-        if budget > 0 and not paused:
+        if drafts and not copied:
             hidden, rope = model.shallow(last, context - 1)
             first = hidden, model.draft(hidden, rope, context - 1)
-        copied = []
-        if copies is not None and recorder.remaining > 1 and copies.on_offer():
+        if offered and not copied:
             estimate = _first_estimate(first, calibration, cost_curve is not None, temperature, top_p)
             copied = copies.propose(recorder.remaining - 1, curve, rival_value(estimate, budget, curve),
                                     None if first is None else int(first[1].argmax()))

@@ -50,22 +50,25 @@ def kangaroo_batch(target: PreTrainedModel, adapter: KangarooAdapter, prompts: S
     layout = RaggedLayout(prompts)
     copies = [CopyDrafts(ids.tolist(), max_copy_tokens, min_match) for ids in prompts] if copy_drafts else None
 
-    def offer_copy(i: int, confidence: float | None, choice: int | None = None) -> None:
+    def offer_copy(i: int, confidence: float | None, choice: int | None = None, best: float | None = None) -> bool:
         """Row i of this round (`active`, `budgets`, `curves`, `drafts`) copies its context's continuation if that
         is worth more than its adapter, valued by the first draft's `confidence` (calibrated with a cost curve;
-        None: the adapter does not draft this round) and whether its top token `choice` is the copy's first, as the
-        single-prompt loop decides."""
+        None: the adapter does not draft this round) and whether its top token `choice` is the copy's first, or
+        before the adapter's first step by the `best` acceptance estimate it could have, as the single-prompt
+        loop decides. Returns whether it copies."""
         row = active[i]
         remaining, curve = rows.recorders[row].remaining, curves[i]
-        if copies is None or remaining <= 1:
-            return
+        if copies is None or remaining <= 1 or not copies[row].on_offer():
+            return False
         if confidence is not None and cost_curve is not None:
             confidence = calibrations[row].corrected([confidence])[0]
-        copied = copies[row].propose(remaining - 1, curve, rival_value(confidence, budgets[i], curve), choice)
+        rival = rival_value(confidence if best is None else best, budgets[i], curve)
+        copied = copies[row].propose(remaining - 1, curve, rival, choice)
         if copied:  # the adapter drafts on after a whole copy where it drafts at all this round
             after = min(max_draft_tokens, remaining - 1 - len(copied))
             after = 0 if confidence is None or copies[row].cut else after
             drafts.force(i, copied, copies[row].confidences(len(copied)), after)
+        return bool(copied)
 
     # The shallow layers read every prompt but its last token; the adapter reads them with the first
     # draft step (`pending`), the deep layers with the first verification (`unread`).
@@ -83,9 +86,12 @@ def kangaroo_batch(target: PreTrainedModel, adapter: KangarooAdapter, prompts: S
                            eos_id(target))
         curves = [None if cost_curve is None else curve_for(cost_curve, rows.context(i)) for i in range(len(active))]
         first = list(drafts.drafting)  # the rows whose adapter takes a first draft step
-        for i in range(len(active)):
+        for i, row in enumerate(active):
             if not first[i]:
                 offer_copy(i, None)
+            elif copies is not None:  # a copy worth more than the adapter at its most trustworthy: taken as is
+                first[i] = not offer_copy(i, None, best=calibrations[row].corrected([1.0])[0]
+                                          if cost_curve is not None else 1.0)
         exited = []
         token = layout.last
         while drafts.any_drafting():
