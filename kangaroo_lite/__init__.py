@@ -1,5 +1,7 @@
 """kangaroo_lite: speculative decoding, Kangaroo self-speculation and MTAD, small enough to read."""
 
+__version__ = "0.1.0"  # the one place: pyproject.toml reads it
+
 from .adapter.model import KangarooAdapter
 from .adapter.training import draft_vocabulary, evaluate_drafter, train_adapter
 from .core.result import DecodingResult, Step

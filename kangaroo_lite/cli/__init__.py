@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..model_sets.loading import MODEL_SETS
 from ..models.corpus import MIXTURES, SUBTASKS
-from ..models.loading import DATA_DIR
+from ..models.loading import DATA_DIR, DATA_IS_INSTALLED
+from .course import cmd_notebooks
 from .export import cmd_export_draft
 from .measure import (
     cmd_bench,
     cmd_compare_exit_layers,
     cmd_demo,
+    cmd_draft_bounds,
     cmd_eval_adapter,
     cmd_eval_model,
     cmd_sweep,
@@ -32,6 +35,14 @@ from .train import (
 )
 
 
+def _writes_into_data(path: Path) -> dict:
+    """A default `--out` inside the data folder in a checkout; required where that folder is an installed package's."""
+    if DATA_IS_INSTALLED:
+        return {"required": True, "help": f"required here: the installed package's data ({path}) is not written to "
+                                          "unless you name it"}
+    return {"default": str(path)}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="kangaroo-lite", description=__doc__.splitlines()[0])
@@ -43,8 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=cmd_demo)
 
+    course = sub.add_parser("notebooks", help="copy the course's notebooks into a folder (never over your edits)")
+    course.add_argument("dir", help="the folder to copy them into (created if missing)")
+    course.set_defaults(func=cmd_notebooks)
+
     data = sub.add_parser("make-data", help="regenerate question.jsonl (and the tokenizer)")
-    data.add_argument("--out", default=str(DATA_DIR))
+    data.add_argument("--out", **_writes_into_data(DATA_DIR))
     data.add_argument("--tokenizer", action="store_true", help="also retrain the tokenizer")
     data.add_argument("--vocab-size", type=int, default=4096)
     data.add_argument("--tokenizer-examples", type=int, default=30000)
@@ -74,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     adapt = sub.add_parser("train-adapter", help="train a Kangaroo adapter for a target")
     adapt.add_argument("--target", default=str(DATA_DIR / "models" / "target"))
     adapt.add_argument("--tokenizer", default=str(DATA_DIR / "tokenizer"))
-    adapt.add_argument("--out", default=str(DATA_DIR / "models" / "adapter"))
+    adapt.add_argument("--out", **_writes_into_data(DATA_DIR / "models" / "adapter"))
     adapt.add_argument("--exit-layer", type=int, help="default: 1, or the --init adapter's")
     adapt.add_argument("--init", help="continue training this adapter (a second training stage)")
     adapt.add_argument("--examples", type=int, default=26000)
@@ -189,6 +204,19 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--json", help="also write the report to this JSON file")
     quality.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     quality.set_defaults(func=cmd_eval_adapter)
+
+    bounds = sub.add_parser("draft-bounds", help="how fast chain drafting could be here, in hindsight, per subtask")
+    bounds.add_argument("--model", default="smollm2", choices=MODEL_SETS)
+    bounds.add_argument("--questions", default="", help="default: the model set's question file")
+    bounds.add_argument("--questions-per-subtask", type=int, default=4)
+    bounds.add_argument("--max-new-tokens", type=int, default=48)
+    bounds.add_argument("--longest", type=int, default=8, help="most drafts verified in one round")
+    bounds.add_argument("--curve-from", default="", help="a bench results JSON whose cost curves to use "
+                                                         "(default: measure them now)")
+    bounds.add_argument("--threads", type=int, default=1)
+    bounds.add_argument("--json", help="also write the bounds to this JSON file")
+    bounds.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+    bounds.set_defaults(func=cmd_draft_bounds)
 
     layers = sub.add_parser("compare-exit-layers", help="Kangaroo's speed with one adapter per exit layer")
     layers.add_argument("adapters", nargs="+", help="adapter folders, one per exit layer")

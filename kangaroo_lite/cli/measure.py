@@ -251,3 +251,46 @@ def cmd_time_feature_training(args: argparse.Namespace) -> None:
           f"{report['max_loss_difference']:.1e}; features take {report['bytes_per_token']:.0f} bytes per token")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+
+
+def cmd_draft_bounds(args: argparse.Namespace) -> None:
+    """The hindsight bound on chain drafting's speedup per subtask: adapter, copies, either, on this machine's curve."""
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+    from tqdm.auto import tqdm
+
+    from ..bench.cost_model import context_cost_curve
+    from ..bench.draft_bounds import SOURCES, hindsight_bounds
+    from ..bench.runner import COST_SIZES, bench_prompts
+    from ..core.draft_length import ContextCostCurve
+    from ..decoding.autoregressive import autoregressive
+    from ..model_sets.loading import load_default
+
+    torch.set_num_threads(args.threads)
+    models = load_default(args.model)
+    questions = read_questions(args.questions or question_file(args.model))
+    subtasks = list(dict.fromkeys(q["category"] for q in questions))
+    prompts, _ = bench_prompts(models, questions, subtasks, args.questions_per_subtask, args.max_new_tokens)
+    if args.curve_from:
+        saved = json.loads(Path(args.curve_from).read_text())["cost_curves_by_context"]
+        curve = ContextCostCurve({int(k): {int(n): v for n, v in c.items()} for k, c in saved.items()})
+    else:
+        curve = context_cost_curve(models.target, [ids for _, _, ids in prompts], list(COST_SIZES))
+    replies = [(record["category"], ids[0].tolist(), autoregressive(models.target, ids, args.max_new_tokens).tokens)
+               for record, _, ids in tqdm(prompts, desc="greedy replies", unit="prompt")]
+    bounds = hindsight_bounds(models.target, models.adapter, replies, curve, args.longest)
+    table = Table(title=f"hindsight bound on chain drafting's speedup, {args.model}, {len(replies)} prompts, "
+                        f"{args.max_new_tokens} new tokens (free drafts, measured verification cost)")
+    for column in ("subtask", "tokens", *SOURCES):
+        table.add_column(column, justify="right")
+    for group, row in bounds.items():
+        table.add_row(group, str(row["tokens"]), *(f"{row[name]:.2f}×" for name in SOURCES))
+    Console(width=140).print(table)
+    if args.json:
+        refuse_overwrite(Path(args.json), args.force)
+        Path(args.json).write_text(json.dumps({"model": args.model, "prompts": len(replies),
+                                               "max_new_tokens": args.max_new_tokens, "longest": args.longest,
+                                               "cost_curves_by_context": {str(k): v for k, v in curve.curves.items()},
+                                               "bounds": bounds}, indent=1))
+        print(f"wrote {args.json}")

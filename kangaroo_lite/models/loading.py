@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.resources import files
 from pathlib import Path
 
 import torch
@@ -20,7 +21,19 @@ from transformers.utils import logging as hf_logging
 
 from .corpus import format_prompt
 
-DATA_DIR = Path(os.environ.get("KANGAROO_LITE_DATA", Path(__file__).resolve().parents[2] / "data"))
+
+def _packaged_data() -> Path | None:
+    """The data an installed wheel carries (kangaroo_lite/data), or None in a checkout (data/ beside the package)."""
+    packaged = files("kangaroo_lite") / "data"
+    return Path(str(packaged)) if packaged.is_dir() else None
+
+
+# Where the tokenizer, models, adapters and question files are: $KANGAROO_LITE_DATA if set, else the installed
+# package's copy, else the checkout's top-level data/ (an editable install, `make`'s venv).
+PACKAGED_DATA = _packaged_data()
+DATA_DIR = Path(os.environ.get("KANGAROO_LITE_DATA") or PACKAGED_DATA or Path(__file__).resolve().parents[2] / "data")
+# Whether DATA_DIR is an installed package's own copy: commands write into it only when told to (--out).
+DATA_IS_INSTALLED = not os.environ.get("KANGAROO_LITE_DATA") and PACKAGED_DATA is not None
 
 
 def _checkpoint_dir(path: str | Path) -> Path:
