@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
+from ..core import token_tree
 from ..core.sampling import warp
-
-TREE_ATTENTION = ("eager", "sdpa")  # attention implementations that take a custom 4D float mask
 
 
 @dataclass
@@ -36,6 +35,11 @@ class BeamTree:
     def offsets(self) -> list[int]:
         """Flat index of the first node of each depth (nodes are laid out depth by depth)."""
         return [sum(self.widths[:d]) for d in range(self.depth)]
+
+    def flat_parents(self) -> list[int]:
+        """Each node's parent as a flat index (-1 at depth 1), in the flat depth-by-depth order."""
+        offsets = self.offsets()
+        return [-1] * self.widths[0] + [offsets[d - 1] + int(p) for d in range(1, self.depth) for p in self.parents[d]]
 
     def ancestry(self, depth: int, index: int) -> list[int]:
         """Indices (one per depth 1..depth) of the path from the root to node (depth, index)."""
@@ -120,26 +124,8 @@ def beam_sample(
 def tree_attention(
     tree: BeamTree, cached: int, fresh: int, dtype: torch.dtype, device: torch.device | str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """4D additive mask (1, 1, q, kv) and position ids (1, q) for [fresh tokens, every tree node].
-
-    Fresh tokens attend causally; each node attends to the cache, all fresh tokens, its
-    ancestors and itself, and sits at position cached + fresh - 1 + depth.
-    """
-    nodes, offsets = sum(tree.widths), tree.offsets()
-    queries = fresh + nodes
-    allowed = torch.zeros(queries, cached + queries, dtype=torch.bool, device=device)
-    allowed[:, :cached] = True
-    allowed[:fresh, cached : cached + fresh] = torch.tril(torch.ones(fresh, fresh, dtype=torch.bool, device=device))
-    allowed[fresh:, cached : cached + fresh] = True
-    positions = torch.arange(cached, cached + queries, device=device)
-    for d in range(tree.depth):
-        for i in range(tree.widths[d]):
-            row = fresh + offsets[d] + i
-            for depth, index in enumerate(tree.ancestry(d + 1, i)):
-                allowed[row, cached + fresh + offsets[depth] + index] = True
-            positions[row] = cached + fresh + d
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
-    return mask[None, None], positions[None]
+    """The core `tree_attention` mask and position ids for [fresh tokens, every node of the beam tree]."""
+    return token_tree.tree_attention(tree.flat_parents(), cached, fresh, dtype, device)
 
 
 def target_joint_logp(tree: BeamTree, log_p: torch.Tensor) -> list[torch.Tensor]:

@@ -34,25 +34,13 @@ import math
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from ..core.cache import truncate_cache
+from ..core.cache import compact_cache, truncate_cache
 from ..core.checks import check_positive, check_unit_interval, eos_id, prepare_prompt
 from ..core.result import DecodingResult, Recorder, Step
 from ..core.sampling import check_sampling, make_generator, sample, warp
+from ..core.token_tree import TREE_ATTENTION
 from ..models.loading import check_same_vocabulary
-from .beam_tree import TREE_ATTENTION, BeamTree, beam_sample, select_accepted, target_joint_logp, tree_attention
-
-
-def _keep_positions(cache: DynamicCache, prefix: int, extra: list[int]) -> None:
-    """Keep the first `prefix` cached positions plus positions `prefix + e` for e in `extra`, in order."""
-    if extra == list(range(len(extra))):
-        truncate_cache(cache, prefix + len(extra))
-        return
-    index = torch.tensor([prefix + e for e in extra], dtype=torch.long)
-    for layer in cache.layers:
-        keys = layer.keys.index_select(-2, index.to(layer.keys.device))
-        values = layer.values.index_select(-2, index.to(layer.values.device))
-        layer.crop(prefix - layer.get_seq_length())
-        layer.update(keys, values)
+from .beam_tree import BeamTree, beam_sample, select_accepted, target_joint_logp, tree_attention
 
 
 def _cached_draft_row(tree: BeamTree, path: list[int]) -> tuple[int, int]:
@@ -145,7 +133,7 @@ class MTADDecoder:
         emitted = (verified.path_tokens(accepted, index) if accepted else []) + [token]
 
         # Cut both caches to the accepted context: the target keeps the path's nodes, the draft one beam row.
-        _keep_positions(self.target_cache, n, flat)
+        compact_cache(self.target_cache, n, flat)
         tree_path = path if self.multi_candidate else tree.ancestry(tree.depth, best)[:accepted]
         row, kept = _cached_draft_row(tree, tree_path)
         self.draft_cache.batch_select_indices(torch.tensor([row], device=device))
