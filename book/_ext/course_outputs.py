@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -26,6 +27,7 @@ WIDGET_MIME = nb_render.WIDGET_VIEW_MIMETYPE
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 SLIDER_SHOT = "threshold_slider.png"  # docs/img, staged into _static by scripts/build_book.py
 PROGRESS_MODELS = {"FloatProgressModel", "IntProgressModel"}
+PROGRESS_TEXT = re.compile(r"\d+%\|.*\|\s*\d+/\d+\s*\[")  # a tqdm bar's text, as its widget's text/plain shows it
 
 
 def _widget_models(renderer: Any) -> dict[str, dict]:
@@ -66,6 +68,8 @@ class CourseOutputs:
         if data.mime_type == PLOTLY_MIME:
             figure = data.content if isinstance(data.content, dict) else json.loads(data.content)
             return [nodes.raw(text=plotly_html(figure), format="html", classes=["output", "plotly"])]
+        if data.mime_type == "text/plain" and PROGRESS_TEXT.search(str(data.content)):
+            return []  # a progress bar whose widget could not be shown: its frozen text would read as a stuck cell
         if data.mime_type == WIDGET_MIME:
             view = data.content if isinstance(data.content, dict) else json.loads(data.content)
             if _is_progress_bar(view.get("model_id", ""), _widget_models(renderer)):

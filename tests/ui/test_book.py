@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 BOOK_OUT = REPO / "build" / "book"
 CHAPTERS = [c["file"] for c in yaml.safe_load((REPO / "book" / "_toc.yml").read_text())["chapters"]]
+PROGRESS_TEXT = re.compile(r"\d+%\|.*\|\s*\d+/\d+\s*\[")  # a tqdm progress bar as text: "12%|█ | 3/25 ["
 
 pytestmark = pytest.mark.ui
 
@@ -114,6 +116,7 @@ def test_every_notebook_page_draws_its_figures_and_shows_no_error(offline_page, 
     assert drawn == expected > 0, (chapter, drawn, expected)
     text = page.inner_text("article")
     assert "Traceback (most recent call last)" not in text and not page.query_selector(".output.traceback")
+    assert not PROGRESS_TEXT.search(text), PROGRESS_TEXT.search(text)  # a frozen "0%|" bar reads as a stuck cell
     images = page.eval_on_selector_all("article img", "els => els.map(e => [e.getAttribute('src'), e.naturalWidth])")
     assert all(width > 0 for _, width in images), images
     assert not offline_page.blocked, offline_page.blocked
