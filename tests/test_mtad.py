@@ -35,13 +35,7 @@ PROMPT = torch.tensor([[5, 6, 7]])
 PROMPT5 = torch.tensor([[3, 4, 2]])  # for the 5-token vocabularies
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run ~20x faster on one thread than on two busy ones; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def chi2_pvalue(counts: torch.Tensor, probs: torch.Tensor) -> float:
