@@ -9,7 +9,7 @@ DEVICE ?= cpu
 # without oversubscription. The slowest tests are listed after every run.
 PYTEST := OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 --dist loadfile --durations=12
 
-.PHONY: demo test test-ui lab book wheel bench bench-quick bench-smollm2 sweep eval train-models train-adapter \
+.PHONY: demo test test-ui lab book wheel bench bench-quick bench-smollm2 sweep eval train-models train-adapter train-medusa \
 	train-adapter-smollm2 lint clean
 
 $(STAMP): pyproject.toml
@@ -119,6 +119,15 @@ train-adapter-smollm2: $(DISTILL)/features_v2/manifest.json  ## reproduce SmolLM
 		--lr 3e-3 --warmup 50 --held-out 64 --eval-every 500 --threads 1 --out $(SMOLLM2_ADAPTER) --force
 	$(BIN)/kangaroo-lite eval-adapter --model smollm2 --per-subtask 4 --max-new-tokens 48 \
 		--json $(SMOLLM2_ADAPTER)/evaluation.json --force
+
+# Medusa-1 heads (4) for the tiny target, as the paper builds them (each head its own LM head, initialised
+# from the target's), trained on the final layer's features over 3000 examples of the fine-tuning corpus
+# (the adapter's draw); the same run with --shared-lm-head is data/models/medusa/training_shared_lm_head.json.
+train-medusa: $(STAMP)  ## reproduce the tiny target's Medusa heads (about 10 minutes here)
+	$(BIN)/kangaroo-lite precompute-features --model tiny --corpus-examples 3000 --exit-layers 8 --threads 1 \
+		--out build/medusa-features
+	$(BIN)/kangaroo-lite train-medusa --model tiny --features build/medusa-features --steps 2000 --eval-every 250 \
+		--lr 1e-3 --out data/models/medusa --force
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

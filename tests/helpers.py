@@ -82,7 +82,8 @@ def eos_in_the_middle(model: PreTrainedModel, tokens: list[int]) -> int:
 
 
 def make_tiny_data_dir(root: Path) -> Path:
-    """A folder shaped like data/: the real tokenizer and questions, tiny random models and adapter."""
+    """A folder shaped like data/: the real tokenizer and questions, tiny random models, adapter and Medusa heads."""
+    from kangaroo_lite.adapter.medusa import MedusaHeads
     from kangaroo_lite.adapter.model import KangarooAdapter
     from kangaroo_lite.models.loading import DATA_DIR
 
@@ -95,6 +96,7 @@ def make_tiny_data_dir(root: Path) -> Path:
     adapter = KangarooAdapter.from_target(target, 2)
     adapter.set_draft_vocab(list(range(0, 4096, 2)))  # so that the benchmark's Kangaroo drafts over one
     adapter.save_pretrained(root / "models" / "adapter")
+    MedusaHeads.from_target(target, 2, own_lm_head=False).save_pretrained(root / "models" / "medusa")
     return root
 
 

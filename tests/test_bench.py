@@ -7,7 +7,7 @@ import torch
 from helpers import make_tiny_data_dir
 
 from kangaroo_lite.bench.cost_model import expected_speedup
-from kangaroo_lite.bench.methods import ABLATIONS, OURS, PEERS, hf_generate
+from kangaroo_lite.bench.methods import ABLATIONS, OURS, PEERS, TREES, hf_generate
 from kangaroo_lite.bench.runner import (
     BenchConfig,
     cost_estimate,
@@ -34,7 +34,7 @@ def results(tiny_data):
 
 
 def test_every_method_is_summarised_with_per_subtask_figures(results):
-    assert set(results["summary"]) == set(OURS + ABLATIONS + PEERS)
+    assert set(results["summary"]) == set(OURS + TREES + ABLATIONS + PEERS)
     for name, summary in results["summary"].items():
         assert summary["speedup"] > 0 and summary["tokens_per_second"] > 0, name
         assert set(summary["per_subtask"]) == {"mt_bench", "translation", "summarization", "qa",

@@ -7,7 +7,8 @@ every training step then reads them instead of running the 30-layer target again
 A feature folder holds `manifest.json` and shards `features-NNNNN.safetensors`. A shard stores,
 for a run of examples: their token ids (`ids`, concatenated) and `lengths`, a mask of the
 positions whose next token is a reply token (`predicts_reply`), the exited hidden states after
-each requested layer (`exited.L`, float16) and, at the masked positions only, the target's
+each requested layer (`exited.L`, float16; L = the number of layers: the final, normed state that Medusa
+heads read) and, at the masked positions only, the target's
 top-k next-token ids and logits (`topk_ids`, `topk_logits`). The manifest names the target
 (shape summary and weight fingerprint), the exit layers, k, each shard's examples and a digest of
 their ids (so a run resumes safely), and the disk cost per token. Every shard also carries, in its own
@@ -34,7 +35,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from ..core.checks import check_positive
-from .model import check_exit_layer, check_target, fingerprints_match, target_fingerprint, target_summary_of
+from .model import check_target, fingerprints_match, target_fingerprint, target_summary_of
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 2  # 2: each shard's header names its target and exit layers
@@ -49,6 +50,14 @@ class FeatureExample:
     exited: torch.Tensor
     topk_ids: torch.Tensor
     topk_logits: torch.Tensor
+
+
+def check_feature_layer(target: PreTrainedModel, layer: int) -> None:
+    """Raise `ValueError` unless features can be taken after `layer`: 1 … L (L: the final, normed hidden state)."""
+    layers = target.config.num_hidden_layers
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 1 <= layer <= layers:
+        raise ValueError(f"feature layers must be integers in [1, {layers}] for a target with {layers} layers "
+                         f"({layers}: the final, normed hidden state), got {layer!r}")
 
 
 def _shard_name(index: int) -> str:
@@ -136,7 +145,7 @@ def precompute_features(
     """
     check_target(target)
     for layer in exit_layers:
-        check_exit_layer(target, layer)
+        check_feature_layer(target, layer)
     check_positive("top_k", top_k)
     check_positive("examples_per_shard", examples_per_shard)
     check_positive("batch_size", batch_size)

@@ -15,14 +15,16 @@ from contextlib import contextmanager
 import torch
 from transformers import PreTrainedModel
 
+from ..adapter.medusa import MedusaHeads
 from ..core.checks import eos_id
 from ..core.result import DecodingResult, Step
 from ..decoding.autoregressive import autoregressive
 from ..decoding.kangaroo import kangaroo
 from ..decoding.lookup import lookup
+from ..decoding.medusa import medusa
 from ..decoding.mtad import mtad
 from ..decoding.speculative import speculative
-from ..model_sets.loading import DefaultModels
+from ..model_sets.loading import DefaultModels, load_medusa_heads
 
 Runner = Callable[[torch.Tensor], DecodingResult]
 
@@ -31,9 +33,10 @@ OURS = ("autoregressive", "speculative", "kangaroo", "lookup")  # lookup: copy d
 # step, as in the paper, and the draft's confidence taken over it): what the draft vocabulary is
 # worth, measured in the same run; and Kangaroo without copy drafts (its adapter alone): what copying adds.
 ABLATIONS = ("kangaroo_full_vocab", "kangaroo_no_copy")
+TREES = ("medusa",)  # token-tree methods (Medusa-1 heads: the model set's shipped ones)
 SAMPLING_ONLY = ("mtad", "mmtad")  # multi-token joint decoding approximations: temperature > 0
 PEERS = ("hf_greedy", "hf_assisted", "hf_prompt_lookup", "hf_early_exit")
-LOSSLESS = ("speculative", "kangaroo", "kangaroo_full_vocab", "kangaroo_no_copy", "lookup", "hf_greedy",
+LOSSLESS = ("speculative", "kangaroo", "kangaroo_full_vocab", "kangaroo_no_copy", "lookup", "medusa", "hf_greedy",
             "hf_assisted", "hf_prompt_lookup", "hf_early_exit")
 # Benchmark settings: speculative gets Hugging Face's assisted-generation defaults (20 drafts,
 # stop below confidence 0.4) so the two are compared like for like; Kangaroo's were chosen by
@@ -57,6 +60,7 @@ MODEL_SET_OPTIONS: dict[str, dict[str, dict]] = {
         "speculative": {"num_draft_tokens": 3, "confidence_threshold": 0.3, "cost_curve": MEASURED},
         "kangaroo": {"max_draft_tokens": 3, "threshold": 0.8, "cost_curve": MEASURED},
         "lookup": {"cost_curve": MEASURED},
+        "medusa": {"cost_curve": MEASURED},
         "mtad": {"num_draft_tokens": 3, "num_beams": 2, "confidence_threshold": 0.3},
         "mmtad": {"num_draft_tokens": 3, "num_beams": 2, "confidence_threshold": 0.3},
     },
@@ -126,9 +130,12 @@ def hf_generate(target: PreTrainedModel, input_ids: torch.Tensor, max_new_tokens
 
 def method_runners(models: DefaultModels, max_new_tokens: int, methods: list[str] | tuple[str, ...] = OURS,
                    options: dict[str, dict] | None = None, temperature: float = 0.0,
-                   seed: int | None = 0) -> dict[str, Runner]:
-    """name → runner for each requested method; `options` override `DEFAULT_OPTIONS` per method."""
-    known = OURS + ABLATIONS + SAMPLING_ONLY + PEERS
+                   seed: int | None = 0, medusa_heads: MedusaHeads | None = None) -> dict[str, Runner]:
+    """name → runner for each requested method; `options` override `DEFAULT_OPTIONS` per method.
+
+    Medusa uses `medusa_heads`, or else the shipped heads trained for the target (`load_medusa_heads`).
+    """
+    known = OURS + TREES + ABLATIONS + SAMPLING_ONLY + PEERS
     unknown = [m for m in methods if m not in known]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; available: {list(known)}")
@@ -150,6 +157,7 @@ def method_runners(models: DefaultModels, max_new_tokens: int, methods: list[str
         full_vocab.set_draft_vocab(None)
     target, tok = models.target, models.tokenizer
     common = {"tokenizer": tok, "temperature": temperature, "seed": seed}
+    heads = medusa_heads if medusa_heads is not None or "medusa" not in methods else load_medusa_heads(target)
     early_exit = opts.get("hf_early_exit", {}).get("exit_layer") or getattr(models.adapter, "exit_layer", 2)
 
     def runner(name: str) -> Runner:
@@ -162,6 +170,8 @@ def method_runners(models: DefaultModels, max_new_tokens: int, methods: list[str
                                     **common, **opts[name])
         if name in ("kangaroo", "kangaroo_no_copy"):
             return lambda ids: kangaroo(target, models.adapter, ids, max_new_tokens, **common, **opts[name])
+        if name == "medusa":
+            return lambda ids: medusa(target, heads, ids, max_new_tokens, **common, **opts[name])
         if name == "lookup":
             return lambda ids: lookup(target, ids, max_new_tokens, **common, **opts[name])
         if name == "kangaroo_full_vocab":

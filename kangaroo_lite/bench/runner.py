@@ -22,13 +22,13 @@ from ..core.checks import check_positive, context_length
 from ..core.draft_length import ContextCostCurve
 from ..core.result import Step, acceptance_by_position, acceptance_rate, judged_acceptance_rate
 from ..decoding.autoregressive import autoregressive
-from ..model_sets.loading import DefaultModels, load_default, load_models, question_file
+from ..model_sets.loading import DefaultModels, load_default, load_medusa_heads, load_models, question_file
 from ..models.corpus import SUBTASKS, read_questions
 from ..models.loading import DATA_DIR, encode_chat
 from .cost_model import RoundCosts, Spread, context_cost_curve, expected_speedup, round_costs
 from .lossless import classify_outputs
 from .measure import MethodTiming, interleaved
-from .methods import ABLATIONS, LOSSLESS, MEASURED, MODEL_SET_OPTIONS, OURS, PEERS, method_runners
+from .methods import ABLATIONS, LOSSLESS, MEASURED, MODEL_SET_OPTIONS, OURS, PEERS, TREES, method_runners
 
 BASELINES = ("autoregressive", "hf_greedy")
 
@@ -42,7 +42,7 @@ class BenchConfig:
     """What to run: methods, data, budget, device; `quick` shrinks everything to a smoke run."""
 
     model: str = "tiny"  # a model set of `load_default`: "tiny" or "smollm2"
-    methods: list[str] = field(default_factory=lambda: list(OURS + ABLATIONS + PEERS))
+    methods: list[str] = field(default_factory=lambda: list(OURS + TREES + ABLATIONS + PEERS))
     subtasks: list[str] = field(default_factory=lambda: list(SUBTASKS))
     questions_per_subtask: int = 8
     max_new_tokens: int = 64
@@ -283,8 +283,9 @@ def _run(cfg: BenchConfig, models: DefaultModels, device: torch.device, progress
     methods = list(dict.fromkeys(["autoregressive", *cfg.methods]))  # our baseline always runs
     # Measured first: cost-aware drafting reads it, per context (after the shortest and the longest prompt).
     curves = context_cost_curve(models.target, [ids for _, _, ids in prompts])
+    heads = load_medusa_heads(models.target, data_dir=cfg.data_dir) if "medusa" in methods else None
     runners = method_runners(models, cfg.max_new_tokens, methods, bench_options(cfg, curves), cfg.temperature,
-                             cfg.seed)
+                             cfg.seed, heads)
     bar = tqdm(total=len(prompts), desc="bench", unit="prompt", disable=not progress)
     timings = interleaved(runners, [ids for _, _, ids in prompts], cfg.repeats, progress=bar.update)
     bar.close()

@@ -17,6 +17,7 @@ from .export import cmd_export_draft
 from .measure import (
     cmd_bench,
     cmd_compare_exit_layers,
+    cmd_ctar,
     cmd_demo,
     cmd_draft_bounds,
     cmd_eval_adapter,
@@ -30,6 +31,7 @@ from .train import (
     cmd_precompute_features,
     cmd_train_adapter,
     cmd_train_adapter_on_features,
+    cmd_train_medusa,
     cmd_train_model,
     cmd_write_prompts,
 )
@@ -120,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     replies.add_argument("--max-new-tokens", type=int, default=160)
     replies.add_argument("--batch-size", type=int, default=16)
     replies.add_argument("--limit", type=int, default=0, help="only the first N prompts (0: all)")
+    replies.add_argument("--sample", type=int, default=0, help="a seeded random N prompts, in file order (0: all)")
+    replies.add_argument("--seed", type=int, default=0, help="the seed of --sample")
     replies.add_argument("--threads", type=int, default=2)
     replies.set_defaults(func=cmd_distill_replies)
 
@@ -136,7 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     features = sub.add_parser("precompute-features", help="the target's exited states and top-k logits, in shards")
     features.add_argument("--model", default="smollm2", choices=["smollm2", "tiny"])
-    features.add_argument("--replies", required=True, nargs="+", help="one or more replies files, in order")
+    source = features.add_mutually_exclusive_group(required=True)
+    source.add_argument("--replies", nargs="+", help="one or more replies files, in order")
+    source.add_argument("--corpus-examples", type=int,
+                        help="tiny: N examples of the synthetic fine-tuning corpus (the adapter's draw) instead")
     features.add_argument("--out", required=True)
     features.add_argument("--exit-layers", type=int, nargs="+", default=[2])
     features.add_argument("--top-k", type=int, default=32)
@@ -170,6 +177,26 @@ def build_parser() -> argparse.ArgumentParser:
     distil.add_argument("--force", action="store_true",
                         help="overwrite an existing adapter (or start afresh over an unfinished run's checkpoint)")
     distil.set_defaults(func=cmd_train_adapter_on_features)
+
+    medusa = sub.add_parser("train-medusa", help="train Medusa-1 heads from final-layer features")
+    medusa.add_argument("--model", default="smollm2", choices=["smollm2", "tiny"])
+    medusa.add_argument("--features", required=True, help="a feature folder holding the last layer (see --exit-layers)")
+    medusa.add_argument("--out", required=True)
+    medusa.add_argument("--heads", type=int, default=4)
+    medusa.add_argument("--shared-lm-head", action="store_true",
+                        help="the heads share the target's LM head (frozen) instead of each training its own")
+    medusa.add_argument("--draft-vocab-size", type=int, default=0, help="propose only the N most used reply tokens "
+                        "(0: the whole vocabulary)")
+    medusa.add_argument("--steps", type=int, default=1000)
+    medusa.add_argument("--batch-size", type=int, default=8)
+    medusa.add_argument("--lr", type=float, default=1e-3)
+    medusa.add_argument("--warmup", type=int, default=50)
+    medusa.add_argument("--eval-every", type=int, default=100)
+    medusa.add_argument("--seed", type=int, default=0)
+    medusa.add_argument("--held-out", type=int, default=64, help="examples kept out of training and evaluated")
+    medusa.add_argument("--threads", type=int, default=1)
+    medusa.add_argument("--force", action="store_true", help="overwrite existing heads")
+    medusa.set_defaults(func=cmd_train_medusa)
 
     timing = sub.add_parser("time-feature-training",
                             help="adapter training from stored features against recomputing the target")
@@ -217,6 +244,17 @@ def build_parser() -> argparse.ArgumentParser:
     bounds.add_argument("--json", help="also write the bounds to this JSON file")
     bounds.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     bounds.set_defaults(func=cmd_draft_bounds)
+
+    ctar = sub.add_parser("ctar", help="Kangaroo against Medusa: the chance the first k drafts are all right, "
+                                       "per subtask, with their extra parameters")
+    ctar.add_argument("--model", default="smollm2", choices=MODEL_SETS)
+    ctar.add_argument("--questions", default="", help="default: the model set's question file")
+    ctar.add_argument("--questions-per-subtask", type=int, default=4)
+    ctar.add_argument("--max-new-tokens", type=int, default=48)
+    ctar.add_argument("--threads", type=int, default=1)
+    ctar.add_argument("--json", help="also write the comparison to this JSON file")
+    ctar.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+    ctar.set_defaults(func=cmd_ctar)
 
     layers = sub.add_parser("compare-exit-layers", help="Kangaroo's speed with one adapter per exit layer")
     layers.add_argument("adapters", nargs="+", help="adapter folders, one per exit layer")

@@ -294,3 +294,46 @@ def cmd_draft_bounds(args: argparse.Namespace) -> None:
                                                "cost_curves_by_context": {str(k): v for k, v in curve.curves.items()},
                                                "bounds": bounds}, indent=1))
         print(f"wrote {args.json}")
+
+
+def cmd_ctar(args: argparse.Namespace) -> None:
+    """CTAR(k) of Kangaroo's chain and of Medusa's heads on the target's greedy replies, per subtask."""
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+    from tqdm.auto import tqdm
+
+    from ..adapter.medusa import medusa1_parameters
+    from ..bench.ctar import compare_ctar
+    from ..bench.runner import bench_prompts
+    from ..decoding.autoregressive import autoregressive
+    from ..model_sets.loading import load_default, load_medusa_heads
+
+    if args.json:
+        refuse_overwrite(Path(args.json), args.force)
+    torch.set_num_threads(args.threads)
+    models = load_default(args.model)
+    heads = load_medusa_heads(models.target, args.model)
+    questions = read_questions(args.questions or question_file(args.model))
+    subtasks = list(dict.fromkeys(q["category"] for q in questions))
+    prompts, _ = bench_prompts(models, questions, subtasks, args.questions_per_subtask, args.max_new_tokens)
+    replies = [(record["category"], ids[0].tolist(), autoregressive(models.target, ids, args.max_new_tokens).tokens)
+               for record, _, ids in tqdm(prompts, desc="greedy replies", unit="prompt")]
+    found = compare_ctar(models.target, models.adapter, heads, replies)
+    parameters = {"kangaroo_adapter": models.adapter.num_parameters(), "medusa_heads": heads.num_parameters(),
+                  "medusa1_as_in_the_paper": medusa1_parameters(models.target, heads.num_heads),
+                  "target": sum(p.numel() for p in models.target.parameters())}
+    table = Table(title=f"CTAR(k): the first k drafts all right, {args.model}, {len(replies)} prompts, "
+                        f"{args.max_new_tokens} new tokens (greedy replies)")
+    for column in ("subtask", "positions", *(f"{name} k={k}" for name in ("Kangaroo", "Medusa")
+                                             for k in range(1, heads.num_heads + 1))):
+        table.add_column(column, justify="right")
+    for group, row in found.items():
+        table.add_row(group, str(row["positions"]), *(f"{v:.2f}" for v in row["kangaroo"] + row["medusa"]))
+    Console(width=160).print(table)
+    print(", ".join(f"{name.replace('_', ' ')}: {count:,} parameters" for name, count in parameters.items()))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"model": args.model, "prompts": len(replies),
+                                               "max_new_tokens": args.max_new_tokens, "parameters": parameters,
+                                               "ctar": found}, indent=1))
+        print(f"wrote {args.json}")

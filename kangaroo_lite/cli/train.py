@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 from pathlib import Path
 
 from ..models.corpus import (
@@ -132,6 +133,9 @@ def cmd_distill_replies(args: argparse.Namespace) -> None:
     prompts = [json.loads(line) for line in Path(args.prompts).read_text(encoding="utf-8").splitlines() if line]
     if args.limit:
         prompts = prompts[: args.limit]
+    if args.sample:
+        chosen = sorted(random.Random(args.seed).sample(range(len(prompts)), min(args.sample, len(prompts))))
+        prompts = [prompts[i] for i in chosen]
     path = generate_replies(target, tokenizer, prompts, args.out, args.max_new_tokens, args.batch_size)
     print(f"replies in {path}")
 
@@ -157,10 +161,17 @@ def cmd_precompute_features(args: argparse.Namespace) -> None:
 
     from ..adapter.features import precompute_features
     from ..adapter.replies import read_replies, reply_examples
+    from ..adapter.training import encode_corpus
 
     torch.set_num_threads(args.threads)
-    _, target = _target_and_tokenizer(args.model)
-    examples = reply_examples([record for path in args.replies for record in read_replies(path)])
+    tokenizer, target = _target_and_tokenizer(args.model)
+    if args.replies:
+        examples = reply_examples([record for path in args.replies for record in read_replies(path)])
+    elif args.model != "tiny":
+        raise SystemExit("--corpus-examples draws the tiny world's corpus: use it with --model tiny")
+    else:  # the draw train-adapter makes (seed 1000, fine-tuning mixture)
+        examples = encode_corpus(tokenizer, training_corpus(args.corpus_examples, seed=1000,
+                                                            mixture=MIXTURES["fine-tuning"]))
     out = precompute_features(target, examples, args.out, args.exit_layers, top_k=args.top_k,
                               batch_size=args.batch_size)
     manifest = json.loads((out / "manifest.json").read_text())
@@ -211,3 +222,39 @@ def cmd_train_adapter_on_features(args: argparse.Namespace) -> None:
               f"{args.steps} steps in {seconds:.1f} s ({'recomputing the target' if args.recompute else 'features'}"
               f"{f', {state.num_processes} processes' if state.num_processes > 1 else ''}); saved to {out}")
     state.wait_for_everyone()  # no process returns before the adapter is complete
+
+
+def cmd_train_medusa(args: argparse.Namespace) -> None:
+    """Train Medusa-1 heads on final-layer features and save them with their training log."""
+    import time
+
+    import torch
+
+    from ..adapter.features import FeatureShards
+    from ..adapter.medusa import MedusaHeads, medusa1_parameters
+    from ..adapter.medusa_training import train_medusa_heads
+    from ..adapter.vocab import draft_vocab_of
+
+    out = Path(args.out)
+    refuse_overwrite(out / "medusa_config.json", args.force)
+    torch.set_num_threads(args.threads)
+    tokenizer, target = _target_and_tokenizer(args.model)
+    features = FeatureShards(args.features, target, target.config.num_hidden_layers)
+    vocab = None
+    if args.draft_vocab_size:
+        vocab = draft_vocab_of([(e.ids, e.predicts_reply) for e in features.examples()], args.draft_vocab_size,
+                               tokenizer.eos_token_id)
+    heads = MedusaHeads.from_target(target, args.heads, own_lm_head=not args.shared_lm_head, draft_vocab=vocab)
+    start = time.perf_counter()
+    heads, history = train_medusa_heads(target, features, heads, steps=args.steps, batch_size=args.batch_size,
+                                        lr=args.lr, warmup=args.warmup, seed=args.seed, held_out=args.held_out,
+                                        eval_every=args.eval_every)
+    seconds = time.perf_counter() - start
+    heads.save_pretrained(out)
+    (out / "training.json").write_text(json.dumps(history, indent=1))
+    last = history[-1]
+    print(f"Medusa heads: {heads.num_parameters():,} trained parameters ({args.heads} heads, "
+          f"{'a shared' if args.shared_lm_head else 'each its own'} LM head; as the paper builds them "
+          f"{medusa1_parameters(target, args.heads):,}); held-out top-1 by head "
+          f"{', '.join(f'{t:.3f}' for t in last['top1_by_head'])}; {args.steps} steps in {seconds:.0f} s; "
+          f"saved to {out}")

@@ -107,6 +107,28 @@ def best_draft_length(confidences: Sequence[float], curve: Mapping[int, float], 
     return best
 
 
+def best_tree_size(path_values: Sequence[float], curve: Mapping[int, float] | None, fresh: int = 1,
+                   limit: int | None = None) -> int:
+    """How many of a tree's nodes to verify: the leading ones giving the most expected tokens per unit of cost.
+
+    `path_values` are the nodes' estimates that their whole path is accepted, in an order where a parent
+    precedes its children and values do not rise (best-first growth by cumulative confidence), so that any
+    leading run is a tree. Verifying the first n yields 1 + Σ their values in expectation (each accepted
+    path node is one token, plus the target's own) for the cost of a pass over `fresh` + n tokens. Without a
+    curve every pass costs the same: all nodes (up to `limit`). Among equal rates the smallest tree wins.
+    """
+    count = len(path_values) if limit is None else min(limit, len(path_values))
+    if curve is None:
+        return count
+    best, best_rate, expected = 0, 1.0 / curve_at(curve, fresh), 1.0
+    for n, value in enumerate(path_values[:count], start=1):
+        expected += value
+        rate = expected / curve_at(curve, fresh + n)
+        if rate > best_rate:
+            best, best_rate = n, rate
+    return best
+
+
 @dataclass
 class AcceptanceCalibration:
     """Online correction of draft confidences to the acceptance observed so far in one generation.

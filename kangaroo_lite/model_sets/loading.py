@@ -9,6 +9,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..adapter.export import export_self_draft
+from ..adapter.medusa import MedusaHeads
 from ..adapter.model import KangarooAdapter
 from ..models.loading import DATA_DIR, check_same_vocabulary, check_tokenizer_matches, load_model, load_tokenizer
 from ..models.smollm2 import smollm2_dir
@@ -87,3 +88,19 @@ def load_smollm2(device: str | torch.device = "cpu", dtype: torch.dtype = torch.
         raise FileNotFoundError(f"SmolLM2's Kangaroo adapter is missing: {adapter_dir}")
     adapter = KangarooAdapter.from_pretrained(adapter_dir, target).to(device=device, dtype=dtype)
     return DefaultModels(tokenizer, target, export_self_draft(target, adapter), adapter)
+
+
+MEDUSA_DIRS = {"tiny": "medusa", "smollm2": "smollm2-medusa"}  # under data/models
+
+
+def load_medusa_heads(target: PreTrainedModel, name: str | None = None, data_dir: str | Path = DATA_DIR) -> MedusaHeads:
+    """The shipped Medusa-1 heads of a model set's target (`"tiny"` or `"smollm2"`; None: whichever were trained
+    for `target`), on its device and dtype."""
+    if name is not None:
+        _check_name(name)
+    folders = [Path(data_dir) / "models" / MEDUSA_DIRS[n] for n in ([name] if name else MEDUSA_DIRS)]
+    for folder in folders:
+        if folder.is_dir() and (name is not None or MedusaHeads.fits(folder, target)):
+            return MedusaHeads.from_pretrained(folder, target)
+    raise FileNotFoundError(f"no shipped Medusa heads for this target in {', '.join(map(str, folders))}: "
+                            "train some with `kangaroo-lite train-medusa`")
