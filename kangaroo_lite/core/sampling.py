@@ -70,6 +70,14 @@ def next_token(logits: torch.Tensor, temperature: float, top_p: float, generator
     return sample(warp(logits, temperature, top_p), generator)
 
 
+def residual_distribution(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """normalise(max(p - q, 0)): what a rejected draft from q leaves of p (p itself where rounding left nothing)."""
+    residual = (p - q).clamp_min(0)
+    if residual.sum() <= 0:  # only reachable through rounding: p and q equal
+        return p
+    return residual / residual.sum()
+
+
 def accept_drafts(target_probs: torch.Tensor, draft_probs: torch.Tensor, drafted: list[int],
                   generator: torch.Generator) -> tuple[int, int]:
     """Speculative sampling: how many drafts to accept, and the target's own next token.
@@ -87,10 +95,7 @@ def accept_drafts(target_probs: torch.Tensor, draft_probs: torch.Tensor, drafted
         rejected = (torch.rand(k, generator=generator) >= ratio).nonzero()
         if len(rejected):
             i = int(rejected[0])
-            residual = (target_probs[i] - draft_probs[i]).clamp_min(0)
-            if residual.sum() <= 0:  # only reachable through rounding: p and q equal
-                residual = target_probs[i]
-            return i, sample(residual / residual.sum(), generator)
+            return i, sample(residual_distribution(target_probs[i], draft_probs[i]), generator)
     return k, sample(target_probs[k], generator)
 
 

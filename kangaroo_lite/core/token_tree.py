@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .sampling import sample, warp
+from .sampling import residual_distribution, sample, warp
 
 TREE_ATTENTION = ("eager", "sdpa")  # attention implementations that take a custom 4D float mask
 
@@ -158,9 +158,7 @@ def accept_sampled_tree(
                 raise ValueError(f"node {child}'s token {token} has probability 0 under the q it was drawn from")
             if float(torch.rand((), generator=generator)) < float(p[token] / q[token]):
                 break
-            residual = (p - q).clamp_min(0)
-            if residual.sum() > 0:  # else only through rounding: p and q equal
-                p = residual / residual.sum()
+            p = residual_distribution(p, q)
         else:
             return path, sample(p, generator)
         path.append(child)
