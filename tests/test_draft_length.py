@@ -12,10 +12,12 @@ from kangaroo_lite.core.draft_length import (
     ContextCostCurve,
     DraftBackoff,
     best_draft_length,
+    best_tree_size,
     curve_at,
     curve_for,
     padded_curve,
     padded_size,
+    tree_budget,
 )
 
 CPU = {1: 1.0, 2: 1.06, 3: 1.16, 4: 1.65, 5: 1.70, 7: 2.06}
@@ -171,3 +173,22 @@ def test_a_pass_is_padded_to_a_larger_size_where_that_costs_less():
     assert [padded_size(curve, n) for n in (1, 2, 3, 4, 5, 8)] == [1, 4, 4, 4, 5, 8]
     assert padded_curve(curve) == {1: 1.0, 2: 1.42, 3: 1.42, 4: 1.42, 5: 1.56, 8: 1.69}
     assert padded_curve(FREE) == FREE
+
+
+def test_a_tree_keeps_the_leading_nodes_worth_their_verification_cost():
+    values = [0.9, 0.5, 0.3, 0.05]  # best first: each node's chance that its whole path is accepted
+    assert best_tree_size(values, None) == 4 and best_tree_size(values, None, limit=2) == 2
+    free = {1: 1.0, 6: 1.0}
+    assert best_tree_size(values, free) == 4 and best_tree_size([*values, 0.0], free) == 4  # ties: the smaller
+    assert best_tree_size(values, {1: 1.0, 2: 2.0, 5: 5.0}) == 0  # dear verification: no node pays
+    # (1 + 0.9) / 1.2 beats (1 + 1.4) / 1.6 and (1 + 1.7) / 2.0
+    assert best_tree_size(values, {1: 1.0, 2: 1.2, 3: 1.6, 4: 2.0, 5: 2.4}) == 1
+
+
+def test_the_tree_budget_fills_a_cheaper_padded_pass_with_the_next_nodes():
+    padded = {1: 1.0, 2: 1.6, 3: 2.0, 4: 1.4, 6: 2.2}  # a pass over 2-3 tokens costs more than one over 4
+    assert tree_budget([0.9, 0.2, 0.1, 0.05, 0.01], None, max_nodes=3) == 3
+    assert tree_budget([0.9, 0.2, 0.1, 0.05, 0.01], padded, max_nodes=8) == 3  # 4 tokens cost what 2 do
+    assert tree_budget([0.9, 0.0, 0.0, 0.0], padded, max_nodes=8) == 3  # worth 1 node, 2 more ride in the padding
+    assert tree_budget([0.9, 0.2], padded, max_nodes=8) == 2  # no more nodes to fill with
+    assert tree_budget([0.9, 0.2, 0.1], padded, max_nodes=2) == 2

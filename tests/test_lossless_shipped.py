@@ -2,7 +2,7 @@
 
 from conftest import LOSSLESS_TOKENS
 
-from kangaroo_lite import kangaroo, speculative
+from kangaroo_lite import kangaroo, load_medusa_heads, medusa, speculative
 
 
 def test_speculative_greedy_output_identical_to_autoregressive_on_every_evaluation_prompt(shipped, baseline_greedy):
@@ -13,6 +13,12 @@ def test_speculative_greedy_output_identical_to_autoregressive_on_every_evaluati
 def test_kangaroo_greedy_output_identical_to_autoregressive_on_every_evaluation_prompt(shipped, baseline_greedy):
     for qid, (ids, expected) in baseline_greedy.items():
         assert kangaroo(shipped.target, shipped.adapter, ids, LOSSLESS_TOKENS).tokens == expected, qid
+
+
+def test_medusa_greedy_output_identical_to_autoregressive_on_every_third_evaluation_prompt(shipped, baseline_greedy):
+    heads = load_medusa_heads(shipped.target)
+    for qid, (ids, expected) in list(baseline_greedy.items())[::3]:
+        assert medusa(shipped.target, heads, ids, LOSSLESS_TOKENS).tokens == expected, qid
 
 
 def test_kangaroo_with_a_low_threshold_and_long_drafts_is_still_identical(shipped, baseline_greedy):

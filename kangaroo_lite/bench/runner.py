@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..adapter.medusa import MedusaHeads
 from ..core.checks import check_positive, context_length
 from ..core.draft_length import ContextCostCurve
 from ..core.result import Step, acceptance_by_position, acceptance_rate, judged_acceptance_rate
@@ -114,7 +115,9 @@ def bench_prompts(models: DefaultModels, questions: list[dict], subtasks: list[s
     return prompts, skipped
 
 
-def _extra_parameters(models: DefaultModels, method: str) -> int:
+def _extra_parameters(models: DefaultModels, method: str, heads: MedusaHeads | None = None) -> int:
+    if method == "medusa":
+        return heads.num_parameters()
     if method in ("speculative", "hf_assisted", "mtad"):
         return models.draft.num_parameters()
     if method.startswith("kangaroo"):
@@ -123,7 +126,8 @@ def _extra_parameters(models: DefaultModels, method: str) -> int:
 
 
 def _method_summary(name: str, timing: MethodTiming, base: MethodTiming, identity: dict | None,
-                    groups: dict[str, list[int]], models: DefaultModels, costs: dict) -> dict:
+                    groups: dict[str, list[int]], models: DefaultModels, costs: dict,
+                    heads: MedusaHeads | None = None) -> dict:
     """Speed, acceptance, cost-model bounds and (greedy, lossless methods) the identity check of one method."""
     results = [p.result for p in timing.prompts]
     steps = [s for r in results for s in r.steps]
@@ -140,7 +144,7 @@ def _method_summary(name: str, timing: MethodTiming, base: MethodTiming, identit
         "near_ties": None if identity is None else identity["near_ties"],
         "mismatched_prompts": [] if identity is None else [b["prompt"] for b in identity["bugs"]],
         "cpu_seconds_per_token": timing.cpu_seconds_per_token,
-        "extra_parameters": _extra_parameters(models, name),
+        "extra_parameters": _extra_parameters(models, name, heads),
         "per_subtask": {},
     }
     if any(s.drafted for s in steps):
@@ -302,7 +306,7 @@ def _run(cfg: BenchConfig, models: DefaultModels, device: torch.device, progress
     identity = {m: classify_outputs(models.target, ids, reference, [p.result.tokens for p in timings[m].prompts])
                 for m in checked}
     summary = {name: _method_summary(name, timings[name], timings[baseline], identity.get(name), groups, models,
-                                     costs)
+                                     costs, heads)
                for name in methods}
     records = []
     for index, (record, turn, _) in enumerate(prompts):

@@ -129,6 +129,16 @@ def best_tree_size(path_values: Sequence[float], curve: Mapping[int, float] | No
     return best
 
 
+def tree_budget(values: Sequence[float], curve: Mapping[int, float] | None, max_nodes: int) -> int:
+    """How many of a tree's nodes, best first (`values`, not rising), one pass verifies: those worth their cost
+    (`best_tree_size` on the padded `curve`; all without a curve), at most `max_nodes`; where the measured `curve`
+    says a bigger pass is cheaper (`padded_size`), its padding slots hold the next-best nodes."""
+    if curve is None:
+        return min(len(values), max_nodes)
+    keep = best_tree_size(values, padded_curve(curve), fresh=1, limit=max_nodes)
+    return min(len(values), max_nodes, padded_size(curve, 1 + keep) - 1)
+
+
 @dataclass
 class AcceptanceCalibration:
     """Online correction of draft confidences to the acceptance observed so far in one generation.

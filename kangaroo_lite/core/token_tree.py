@@ -33,6 +33,19 @@ from .sampling import residual_distribution, sample, warp
 TREE_ATTENTION = ("eager", "sdpa")  # attention implementations that take a custom 4D float mask
 
 
+def check_tree_support(target, method: str, longest: int | None = None) -> None:
+    """Raise `ValueError` unless `target`'s attention takes a custom 4D tree mask (and, given the `longest`
+    sequence a decoding may reach, it fits a sliding attention window, which tree masks do not model)."""
+    implementation = target.config._attn_implementation
+    if implementation not in TREE_ATTENTION:
+        raise ValueError(f"{method} verifies token trees with a custom 4D attention mask, which {implementation!r} "
+                         "attention does not take: load the target with attn_implementation='sdpa' or 'eager'")
+    window = getattr(target.config, "sliding_window", None)
+    if longest is not None and window is not None and longest > window:
+        raise ValueError(f"{method} does not model sliding-window attention: {longest} positions exceed the "
+                         f"target's window of {window}")
+
+
 @dataclass
 class TokenTree:
     """Draft nodes in flat order, a parent before its children; parent -1 is the root, draft_probs None a point mass."""

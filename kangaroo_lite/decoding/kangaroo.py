@@ -43,6 +43,7 @@ from ..core.sampling import check_sampling, make_generator, probs_of, top_probab
 from .copy_drafts import COPY, CopyDrafts, point_mass, rival_value
 from .draft_rows import BACKOFF, BUDGET, COST, EOS, MAX_DRAFT_TOKENS, THRESHOLD
 from .kangaroo_batch import kangaroo_batch
+from .kangaroo_tree import kangaroo_tree
 from .self_draft import SelfDraft
 
 
@@ -150,6 +151,9 @@ def kangaroo(
     copy_drafts: bool = True,
     max_copy_tokens: int = 8,
     min_match: int = 1,
+    tree: bool = False,
+    top_k: int = 3,
+    max_nodes: int = 12,
 ) -> DecodingResult | list[DecodingResult]:
     """Kangaroo self-speculative decoding: lossless, greedy or sampled.
 
@@ -173,21 +177,34 @@ def kangaroo(
     A batch (a list of prompts, or padded ids with `attention_mask`; `core.batch.as_batch`) is
     decoded at once (`kangaroo_batch`: each row drafts, verifies and accepts on its own) and
     gives one result per prompt.
+
+    `tree=True` decodes with Kangaroo's tree mode (`kangaroo_tree`: one prompt at a time): each round
+    the self-draft grows a token tree, `top_k` children per node, `max_draft_tokens` deep, the
+    confidence exit `threshold` on a path's value, and the target verifies at most `max_nodes` of its
+    nodes (fewer where the `cost_curve` says they are not worth it) in one pass with a tree mask.
     """
     check_sampling(temperature, top_p)
     check_positive("max_draft_tokens", max_draft_tokens)
     check_unit_interval("threshold", threshold)
     check_non_negative("backoff", backoff)
+    check_positive("top_k", top_k)
+    check_positive("max_nodes", max_nodes)
     check_target(target)
     if not isinstance(adapter, KangarooAdapter):
         raise TypeError(f"adapter must be a KangarooAdapter, got {type(adapter).__name__}")
     adapter.check_matches(target)
     prompts = as_batch(input_ids, attention_mask)
     if prompts is not None:
+        if tree:
+            raise ValueError("tree mode decodes one prompt at a time: batched trees are left for later")
         if on_round is not None:
             raise ValueError("on_round inspects one prompt's decoding: not available for a batch")
         return kangaroo_batch(target, adapter, prompts, max_new_tokens, max_draft_tokens, threshold, temperature,
                               top_p, seed, tokenizer, cost_curve, backoff, copy_drafts, max_copy_tokens, min_match)
+    if tree:
+        return kangaroo_tree(target, adapter, input_ids, max_new_tokens, max_draft_tokens, threshold, temperature,
+                             top_p, seed, tokenizer, on_round, cost_curve, backoff, copy_drafts, max_copy_tokens,
+                             min_match, top_k, max_nodes)
     ids = prepare_prompt(input_ids, target, max_new_tokens)
     generator = make_generator(seed, ids.device)
     recorder = Recorder("kangaroo", ids[0].tolist(), max_new_tokens, eos_id(target))

@@ -25,17 +25,10 @@ from ..adapter.medusa import MedusaHeads
 from ..core.batch import as_batch
 from ..core.cache import compact_cache
 from ..core.checks import check_positive, eos_id, prepare_prompt
-from ..core.draft_length import (
-    AcceptanceCalibration,
-    ContextCostCurve,
-    best_tree_size,
-    curve_for,
-    padded_curve,
-    padded_size,
-)
+from ..core.draft_length import AcceptanceCalibration, ContextCostCurve, curve_for, tree_budget
 from ..core.result import DecodingResult, Recorder, Step
 from ..core.sampling import check_sampling, make_generator, next_token, warp
-from ..core.token_tree import TREE_ATTENTION, TokenTree, verify_tree
+from ..core.token_tree import TokenTree, check_tree_support, verify_tree
 
 
 def product_tree(candidates: list[tuple[list[int], list[float]]], max_nodes: int) -> tuple[TokenTree, list[float]]:
@@ -61,13 +54,6 @@ def product_tree(candidates: list[tuple[list[int], list[float]]], max_nodes: int
             heapq.heappush(frontier, (negative * candidates[depth + 1][1][0], order, node, depth + 1, 0, -negative))
             order += 1
     return tree, values
-
-
-def _check_tree_support(target: PreTrainedModel) -> None:
-    implementation = target.config._attn_implementation
-    if implementation not in TREE_ATTENTION:
-        raise ValueError(f"Medusa verifies a token tree with a custom 4D attention mask, which {implementation!r} "
-                         "attention does not take: load the target with attn_implementation='sdpa' or 'eager'")
 
 
 @torch.inference_mode()
@@ -99,7 +85,7 @@ def medusa(
     if not isinstance(heads, MedusaHeads):
         raise TypeError(f"heads must be MedusaHeads, got {type(heads).__name__}")
     heads.check_matches(target)
-    _check_tree_support(target)
+    check_tree_support(target, "Medusa")
     if as_batch(input_ids, attention_mask) is not None:
         raise ValueError("Medusa decodes one prompt at a time: pass a single prompt")
     ids = prepare_prompt(input_ids, target, max_new_tokens)
@@ -121,11 +107,9 @@ def medusa(
         candidates = [(t.tolist(), p.tolist()) for t, p in zip(top.indices, top.values, strict=True)]
         tree, values = product_tree(candidates, max_nodes)
         if cost_curve is not None:
-            measured = curve_for(cost_curve, len(sequence))
             scale = calibration.scale
             estimates = [min(1.0, v * scale ** tree.depth(i)) for i, v in enumerate(values)]
-            keep = best_tree_size(estimates, padded_curve(measured), fresh=1)
-            keep = min(len(tree), padded_size(measured, 1 + keep) - 1)  # padding slots hold more nodes for free
+            keep = tree_budget(estimates, curve_for(cost_curve, len(sequence)), max_nodes)
             tree = TokenTree(tree.tokens[:keep], tree.parents[:keep], tree.draft_probs[:keep])
         mask, positions = tree.attention(cached, 1, target.dtype, ids.device)
         fresh = torch.tensor([[token, *tree.tokens]], device=ids.device)

@@ -38,7 +38,7 @@ from ..core.cache import compact_cache, truncate_cache
 from ..core.checks import check_positive, check_unit_interval, eos_id, prepare_prompt
 from ..core.result import DecodingResult, Recorder, Step
 from ..core.sampling import check_sampling, make_generator, sample, warp
-from ..core.token_tree import TREE_ATTENTION
+from ..core.token_tree import check_tree_support
 from ..models.loading import check_same_vocabulary
 from .beam_tree import BeamTree, beam_sample, select_accepted, target_joint_logp, tree_attention
 
@@ -189,21 +189,6 @@ class MTADDecoder:
         )
 
 
-def _check_tree_support(target: PreTrainedModel, longest: int) -> None:
-    implementation = target.config._attn_implementation
-    if implementation not in TREE_ATTENTION:
-        raise ValueError(
-            f"multi_candidate needs a custom 4D attention mask, which {implementation!r} attention "
-            f"does not take: load the target with attn_implementation='sdpa' or 'eager'"
-        )
-    window = getattr(target.config, "sliding_window", None)
-    if window is not None and longest > window:
-        raise ValueError(
-            f"multi_candidate does not model sliding-window attention: {longest} positions exceed "
-            f"the target's window of {window}"
-        )
-
-
 @torch.inference_mode()
 def mtad(
     target: PreTrainedModel,
@@ -242,7 +227,7 @@ def mtad(
     check_same_vocabulary(target, draft)
     ids = prepare_prompt(input_ids, target, max_new_tokens)
     if multi_candidate:
-        _check_tree_support(target, ids.shape[1] + max_new_tokens + num_draft_tokens)
+        check_tree_support(target, "multi_candidate", ids.shape[1] + max_new_tokens + num_draft_tokens)
     generator = make_generator(seed, ids.device)
     recorder = Recorder("mmtad" if multi_candidate else "mtad", ids[0].tolist(), max_new_tokens, eos_id(target))
     decoder = MTADDecoder(

@@ -4,7 +4,9 @@ The shallow layers (0 … exit_layer-1) draft and write the target's own KV cach
 layers; the adapter and the (draft vocabulary's rows of the) LM head turn their exited states
 into draft logits; the deep layers, final norm and head verify. Single prompts use integer
 positions and implicit causal masks; batches (`*_rows` methods) pass per-row positions and the
-2-D attention mask of a `core.batch.RaggedLayout`.
+2-D attention mask of a `core.batch.RaggedLayout`; token trees (Kangaroo's tree mode) pass a 4D tree
+mask (`core.token_tree.tree_attention`) through the same methods and `draft_nodes`, which transformers'
+mask builders hand on as it is.
 """
 
 from __future__ import annotations
@@ -169,6 +171,15 @@ class SelfDraft:
         mask = self.adapter.causal_mask(exited, positions, self.adapter_cache, attention_mask)
         out = self.adapter(exited, rope, attention_mask=mask, cache=self.adapter_cache)
         logits = torch.nn.functional.linear(out[:, -1], self.draft_head_weight, self.draft_head_bias)
+        if self.draft_vocab is None:
+            return logits
+        return spread_to_vocab(logits, self.draft_vocab, self.head.weight.shape[0])
+
+    def draft_nodes(self, exited: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The adapter reads tree nodes' exited states (1, n, h) at `positions` (1, n) under a 4D tree `mask`
+        (`core.token_tree.tree_attention`): the draft logits after each node (n, V)."""
+        out = self.adapter(exited, self._rope_rows(positions, exited), attention_mask=mask, cache=self.adapter_cache)
+        logits = torch.nn.functional.linear(out[0], self.draft_head_weight, self.draft_head_bias)
         if self.draft_vocab is None:
             return logits
         return spread_to_vocab(logits, self.draft_vocab, self.head.weight.shape[0])
