@@ -10,7 +10,7 @@ DEVICE ?= cpu
 PYTEST := OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 --dist loadfile --durations=12
 
 .PHONY: demo test test-ui lab book wheel bench bench-quick bench-smollm2 sweep eval train-models train-adapter train-medusa \
-	train-adapter-smollm2 lint clean
+	train-adapter-smollm2 train-medusa-smollm2 lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -128,6 +128,20 @@ train-medusa: $(STAMP)  ## reproduce the tiny target's Medusa heads (about 10 mi
 		--out build/medusa-features
 	$(BIN)/kangaroo-lite train-medusa --model tiny --features build/medusa-features --steps 2000 --eval-every 250 \
 		--lr 1e-3 --out data/models/medusa --force
+
+# SmolLM2's Medusa-1 heads (4) by self-distillation: the target's greedy replies (up to 128 tokens) to a seeded
+# sample of 480 of the project's prompts and 240 of the prompts it wrote, the final layer's states and top-32
+# logits computed once, then the heads alone. They share the target's LM head (its 8,192 most used reply rows):
+# four own heads would be 113M weights, as many as the model (docs/medusa.md).
+$(DISTILL)/medusa_replies.jsonl: data/distill/prompts.jsonl | $(STAMP)
+	$(BIN)/kangaroo-lite distill-replies --prompts $< --sample 480 --seed 0 --max-new-tokens 128 --threads 1 --out $@
+$(DISTILL)/medusa_replies_written.jsonl: data/distill/written_prompts.jsonl | $(STAMP)
+	$(BIN)/kangaroo-lite distill-replies --prompts $< --sample 240 --seed 0 --max-new-tokens 128 --threads 1 --out $@
+$(DISTILL)/medusa_features/manifest.json: $(DISTILL)/medusa_replies.jsonl $(DISTILL)/medusa_replies_written.jsonl
+	$(BIN)/kangaroo-lite precompute-features --replies $^ --exit-layers 30 --threads 1 --out $(DISTILL)/medusa_features
+train-medusa-smollm2: $(DISTILL)/medusa_features/manifest.json  ## reproduce SmolLM2's Medusa heads (about 1 hour here)
+	$(BIN)/kangaroo-lite train-medusa --model smollm2 --features $(DISTILL)/medusa_features --shared-lm-head \
+		--draft-vocab-size 8192 --heads 4 --steps 1200 --eval-every 100 --lr 3e-3 --out data/models/smollm2-medusa --force
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -162,6 +162,10 @@ class AcceptanceCalibration:
         """The confidences as acceptance estimates: scaled, capped at 1."""
         return [min(1.0, c * self.scale) for c in confidences]
 
+    def best(self, calibrated: bool = True) -> float:
+        """The acceptance estimate of a draft of confidence 1 (1.0 uncalibrated): the most a drafter is worth now."""
+        return self.corrected([1.0])[0] if calibrated else 1.0
+
     def update(self, confidences: Sequence[float], accepted: int) -> None:
         """Record one verification: the drafts' raw `confidences` and how many of them were accepted."""
         reached = confidences[: accepted + 1]

@@ -232,7 +232,7 @@ def kangaroo(
         drafts = budget > 0 and not paused
         copied = []
         if offered and drafts:  # a copy worth more than the adapter at its most trustworthy: no need to ask it
-            best = calibration.corrected([1.0])[0] if cost_curve is not None else 1.0
+            best = calibration.best(calibrated=cost_curve is not None)
             copied = copies.propose(recorder.remaining - 1, curve, rival_value(best, budget, curve))
         first = None  # the adapter's first step: its confidence values the adapter against a copy
         if drafts and not copied:

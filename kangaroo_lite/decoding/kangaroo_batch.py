@@ -90,8 +90,7 @@ def kangaroo_batch(target: PreTrainedModel, adapter: KangarooAdapter, prompts: S
             if not first[i]:
                 offer_copy(i, None)
             elif copies is not None:  # a copy worth more than the adapter at its most trustworthy: taken as is
-                first[i] = not offer_copy(i, None, best=calibrations[row].corrected([1.0])[0]
-                                          if cost_curve is not None else 1.0)
+                first[i] = not offer_copy(i, None, best=calibrations[row].best(calibrated=cost_curve is not None))
         exited = []
         token = layout.last
         while drafts.any_drafting():
