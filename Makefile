@@ -131,7 +131,7 @@ train-medusa: $(STAMP)  ## reproduce the tiny target's Medusa heads (about 10 mi
 
 # SmolLM2's Medusa-1 heads (4) by self-distillation: the target's greedy replies (up to 128 tokens) to a seeded
 # sample of 480 of the project's prompts and 240 of the prompts it wrote, the final layer's states and top-32
-# logits computed once, then the heads alone. They share the target's LM head (its 8,192 most used reply rows):
+# logits computed once, then the heads alone. They share the target's LM head (the rows of the replies' tokens):
 # four own heads would be 113M weights, as many as the model (docs/medusa.md).
 $(DISTILL)/medusa_replies.jsonl: data/distill/prompts.jsonl | $(STAMP)
 	$(BIN)/kangaroo-lite distill-replies --prompts $< --sample 480 --seed 0 --max-new-tokens 128 --threads 1 --out $@

@@ -55,6 +55,13 @@ CASES = {
         lambda r: r["model"] == "tiny" and sorted(r["by_subtask"]) == ["qa", "rag"] and r["max_copy_tokens"] == 3
         and sorted(int(n) for n in r["cost_curve"]) == [1, 2, 3, 4, 9],  # 9: the longest pass always measured
     ),
+    "08_token_trees": (
+        {"model": "tiny", "subtasks": ["qa", "rag"], "math_prompts": 2, "per_subtask": 1, "max_new_tokens": 24,
+         "top_k": 2, "max_nodes": 6, "cost_repeats": 2},
+        lambda r: r["model"] == "tiny" and set(r["ctar"]) == {"math_reasoning", "qa", "rag", "overall"}
+        and r["max_nodes"] == 6 and max(r["decode"]["medusa"]["tree_nodes"]) <= 6
+        and sorted(int(n) for n in r["cost_curve"]) == list(range(1, 8)),
+    ),
 }
 
 

@@ -70,6 +70,14 @@ CASES = {
         lambda model, r: r["model"] == model and set(r["by_subtask"]) == {"qa"},
         lambda tiny, real: tiny["demo_question"] != real["demo_question"],  # each model set's own questions
     ),
+    "08_token_trees": (
+        {"subtasks": ["qa"], "math_prompts": 1, "per_subtask": 1, "max_new_tokens": 16, "max_nodes": 6,
+         "cost_repeats": 2},
+        lambda model, r: r["model"] == model and set(r["ctar"]) == {"math_reasoning", "qa", "overall"}
+        and model in r["parameters"],
+        lambda tiny, real: real["parameters"]["smollm2"]["Medusa-1 (own LM heads)"]
+        > tiny["parameters"]["tiny"]["Medusa-1 (own LM heads)"],  # a 49,152-token vocabulary against 4,096
+    ),
 }
 
 

@@ -63,8 +63,9 @@ MODEL_SET_OPTIONS: dict[str, dict[str, dict]] = {
         "lookup": {"cost_curve": MEASURED},
         "medusa": {"cost_curve": MEASURED},
         # a path's value is the product of its drafts' confidences: a lower exit than the chain's per-draft 0.8,
-        # the measured cost curve choosing how many of the nodes to verify
-        "kangaroo_tree": {"tree": True, "max_draft_tokens": 6, "threshold": 0.1, "top_k": 3, "max_nodes": 12,
+        # the measured cost curve choosing how many of the nodes to verify; two levels: as fast as six, with as
+        # many tokens per pass and fewer drafting passes (docs/medusa.md)
+        "kangaroo_tree": {"tree": True, "max_draft_tokens": 2, "threshold": 0.1, "top_k": 3, "max_nodes": 12,
                           "cost_curve": MEASURED},
         "mtad": {"num_draft_tokens": 3, "num_beams": 2, "confidence_threshold": 0.3},
         "mmtad": {"num_draft_tokens": 3, "num_beams": 2, "confidence_threshold": 0.3},
