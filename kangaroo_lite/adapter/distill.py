@@ -113,6 +113,15 @@ def evaluate_on_features(
             "positions": int(positions)}
 
 
+def held_out_split(dataset: FeatureDataset, held_out: int, seed: int) -> tuple[list[FeatureExample], list[int]]:
+    """`held_out` examples drawn with `seed` (loaded, for evaluation) and the indices of the rest (for training)."""
+    if len(dataset) <= held_out:
+        raise ValueError(f"{len(dataset)} examples with reply tokens: more than held_out={held_out} are needed")
+    order = list(range(len(dataset)))
+    random.Random(seed).shuffle(order)
+    return [dataset[i] for i in order[:held_out]], order[held_out:]
+
+
 def _recomputing_collate(target: PreTrainedModel, exit_layer: int, top_k: int) -> Callable:
     """A collate that runs the target over a batch of (ids, reply mask) for its features: what precomputing saves."""
 
@@ -180,12 +189,7 @@ def train_adapter_on_features(
     if (checkpoint_every or resume) and checkpoint is None:
         raise ValueError("checkpoint_every and resume need a checkpoint folder")
     dataset = FeatureDataset(features)
-    if len(dataset) <= held_out:
-        raise ValueError(f"{len(dataset)} examples with reply tokens: more than held_out={held_out} are needed")
-    order = list(range(len(dataset)))
-    random.Random(seed).shuffle(order)
-    eval_data = [dataset[i] for i in order[:held_out]]
-    train_indices = order[held_out:]
+    eval_data, train_indices = held_out_split(dataset, held_out, seed)
 
     set_seed(seed)
     accelerator = make_accelerator()

@@ -10,7 +10,6 @@ Medusa paper does, and the target stays frozen (Medusa-1).
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Sequence
 
 import torch
@@ -19,7 +18,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from ..core.checks import check_positive
-from .distill import soft_label_loss
+from .distill import DraftVocabHead, held_out_split, soft_label_loss
 from .features import FeatureDataset, FeatureExample, FeatureShards
 from .medusa import MedusaHeads
 from .training import _lr_factor, make_accelerator, optimise, process_share
@@ -48,21 +47,13 @@ def collate_offsets(batch: Sequence[FeatureExample], num_heads: int) -> tuple[to
     return torch.cat(states), heads
 
 
-class _VocabIndex:
-    """Each token's column among the heads' rows (-1: outside the draft vocabulary)."""
-
-    def __init__(self, heads: MedusaHeads, vocab_size: int):
-        if heads.draft_vocab is None:
-            self.index = torch.arange(vocab_size)
-        else:
-            self.index = torch.full((vocab_size,), -1, dtype=torch.long)
-            self.index[heads.draft_vocab] = torch.arange(len(heads.draft_vocab))
-
-    def targets(self, topk_ids: torch.Tensor, topk_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.softmax(topk_logits, -1), self.index[topk_ids]
+def _head_targets(heads: MedusaHeads, target: PreTrainedModel) -> DraftVocabHead:
+    """The heads' vocabulary as the adapter's training reads it: each token's column among the heads' rows."""
+    vocab = heads.draft_vocab if heads.draft_vocab is not None else torch.arange(target.config.vocab_size)
+    return DraftVocabHead(target, vocab.cpu())
 
 
-def _head_losses(heads: torch.nn.Module, target: PreTrainedModel, index: _VocabIndex, states: torch.Tensor,
+def _head_losses(heads: torch.nn.Module, target: PreTrainedModel, index: DraftVocabHead, states: torch.Tensor,
                  per_head: list[tuple]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Per head: log q (m, rows), the target's top-k p (m, k), their columns and the target's top ids.
 
@@ -83,14 +74,13 @@ def evaluate_heads(heads: MedusaHeads, target: PreTrainedModel, examples: Sequen
                    batch_size: int = 8) -> dict:
     """Per head (lists, head 1 first): top-1 agreement with the target at its offset, Σ min(p, q) over the target's
     top-k and the loss; `top1` and `acceptance` are head 1's, `held_out_loss` the heads' mean."""
-    index = _VocabIndex(heads, target.config.vocab_size)
-    vocab = heads.draft_vocab if heads.draft_vocab is not None else torch.arange(target.config.vocab_size)
+    index = _head_targets(heads, target)
     sums = torch.zeros(heads.num_heads, 4)  # top-1 hits, Σ min(p, q), loss × positions, positions
     for start in range(0, len(examples), batch_size):
         states, per_head = collate_offsets(examples[start : start + batch_size], heads.num_heads)
         for k, (log_q, p, columns, topk_ids) in enumerate(_head_losses(heads, target, index, states, per_head)):
             q = log_q.exp().gather(-1, columns.clamp_min(0)) * (columns >= 0)
-            sums[k] += torch.tensor([(vocab[log_q.argmax(-1)] == topk_ids[:, 0]).sum().item(),
+            sums[k] += torch.tensor([(index.vocab[log_q.argmax(-1)] == topk_ids[:, 0]).sum().item(),
                                      torch.minimum(p, q).sum().item(),
                                      soft_label_loss(log_q, p, columns).item() * len(p), len(p)])
     positions = sums[:, 3].clamp_min(1)
@@ -131,20 +121,16 @@ def train_medusa_heads(
                          f"got layer {features.exit_layer}")
     heads.check_matches(target)
     dataset = FeatureDataset(features)
-    if len(dataset) <= held_out:
-        raise ValueError(f"{len(dataset)} examples with reply tokens: more than held_out={held_out} are needed")
-    order = list(range(len(dataset)))
-    random.Random(seed).shuffle(order)
-    eval_data = [dataset[i] for i in order[:held_out]]
+    eval_data, train_indices = held_out_split(dataset, held_out, seed)
     set_seed(seed)
     accelerator = make_accelerator()
-    index = _VocabIndex(heads, target.config.vocab_size)
+    index = _head_targets(heads, target)
     weights = [HEAD_DECAY**k for k in range(heads.num_heads)]
     heads.train()
     optimizer = torch.optim.AdamW(heads.parameters(), lr=lr, betas=(0.9, 0.95))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, steps, warmup))
     loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(dataset, order[held_out:]), batch_size=batch_size, shuffle=True,
+        torch.utils.data.Subset(dataset, train_indices), batch_size=batch_size, shuffle=True,
         collate_fn=lambda batch: collate_offsets(batch, heads.num_heads),
         generator=torch.Generator().manual_seed(seed))
     model, optimizer, loader, scheduler = accelerator.prepare(heads, optimizer, loader, scheduler)

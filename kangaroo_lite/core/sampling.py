@@ -46,15 +46,19 @@ def warp(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor
     return probs
 
 
+def draft_distribution(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """The distribution a draft's confidence is read from: the softmax when greedy, else the warped one it samples."""
+    return torch.softmax(logits.float(), -1) if temperature == 0 else warp(logits, temperature, top_p)
+
+
 def top_probability(logits: torch.Tensor, temperature: float, top_p: float) -> float:
     """A draft's confidence: the top-1 probability of the distribution it is drawn from (softmax when greedy)."""
-    probs = torch.softmax(logits.float(), -1) if temperature == 0 else warp(logits, temperature, top_p)
-    return float(probs.max())
+    return float(draft_distribution(logits, temperature, top_p).max())
 
 
 def probs_of(logits: torch.Tensor, tokens: list[int], temperature: float, top_p: float) -> list[float]:
     """Probability of each token under its row of logits, for the trace (softmax when greedy)."""
-    probs = torch.softmax(logits.float(), -1) if temperature == 0 else warp(logits, temperature, top_p)
+    probs = draft_distribution(logits, temperature, top_p)
     return probs[torch.arange(len(tokens)), torch.tensor(tokens)].tolist()
 
 

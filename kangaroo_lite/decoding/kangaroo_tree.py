@@ -53,7 +53,7 @@ from ..core.draft_length import (
     tree_budget,
 )
 from ..core.result import DecodingResult, Recorder, Step
-from ..core.sampling import make_generator, probs_of, warp
+from ..core.sampling import draft_distribution, make_generator, probs_of
 from ..core.token_tree import TokenTree, check_tree_support, tree_attention, verify_tree
 from .copy_drafts import CopyDrafts
 from .draft_rows import BACKOFF, BUDGET, COST, EOS, MAX_DRAFT_TOKENS, THRESHOLD
@@ -113,11 +113,6 @@ class DraftTree:
         return sub
 
 
-def _draft_probs(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
-    """The draft distribution(s) nodes are valued by: the softmax when greedy, else the warped one sampled from."""
-    return torch.softmax(logits.float(), -1) if temperature == 0 else warp(logits, temperature, top_p)
-
-
 def _expand(model: SelfDraft, tree: TokenTree, expanded: list[int], count: int, context: int) -> torch.Tensor:
     """The draft logits (count, V) after the newest `count` of the `expanded` nodes (every node the shallow
     layers and the adapter have read, in the order they read them): one pass under a tree mask."""
@@ -143,7 +138,7 @@ def grow(model: SelfDraft, root: tuple[torch.Tensor, tuple], context: int, depth
     logits = model.draft(*root, context - 1)[None]
     first_choice = int(logits[0].argmax())
     for level in range(1, depth + 1):
-        probs = _draft_probs(logits, temperature, top_p)
+        probs = draft_distribution(logits, temperature, top_p)
         new = [child for parent, row in zip(frontier, probs, strict=True)
                for child in grown.add_children(parent, row, top_k, scale)]
         best = sorted(new, key=lambda node: -grown.values[node])

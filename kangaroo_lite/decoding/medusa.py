@@ -27,7 +27,7 @@ from ..core.cache import compact_cache
 from ..core.checks import check_positive, eos_id, prepare_prompt
 from ..core.draft_length import AcceptanceCalibration, ContextCostCurve, curve_for, tree_budget
 from ..core.result import DecodingResult, Recorder, Step
-from ..core.sampling import check_sampling, make_generator, next_token, warp
+from ..core.sampling import check_sampling, draft_distribution, make_generator, next_token
 from ..core.token_tree import TokenTree, check_tree_support, verify_tree
 
 
@@ -102,7 +102,7 @@ def medusa(
         cached = len(sequence) - 1
         depths = min(heads.num_heads, recorder.remaining - 1)
         logits = heads.vocab_logits(states[-1], target)[:depths]
-        probs = torch.softmax(logits.float(), -1) if temperature == 0 else warp(logits, temperature, top_p)
+        probs = draft_distribution(logits, temperature, top_p)
         top = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
         candidates = [(t.tolist(), p.tolist()) for t, p in zip(top.indices, top.values, strict=True)]
         tree, values = product_tree(candidates, max_nodes)
