@@ -16,6 +16,7 @@ from kangaroo_lite.adapter.vocab import rank_draft_vocab
 from kangaroo_lite.decoding.autoregressive import autoregressive
 from kangaroo_lite.decoding.kangaroo import kangaroo
 from kangaroo_lite.models.corpus import ASSISTANT, EOS, format_example, training_corpus
+from kangaroo_lite.models.cpu_kernels import TunedLinear
 from kangaroo_lite.models.tokenizer import train_tokenizer
 
 torch.set_num_threads(1)
@@ -352,12 +353,26 @@ def test_the_draft_heads_rows_are_gathered_once_per_head_and_vocabulary():
     target = tiny_target()
     adapter = KangarooAdapter.from_target(target, 1)
     head = target.lm_head
-    assert adapter.draft_head(head)[0] is head.weight  # no vocabulary: the whole head, not a copy
+    assert adapter.draft_head(head) is head  # no vocabulary: the whole head, not a copy
     adapter.set_draft_vocab([3, 1, 8])
-    rows, bias = adapter.draft_head(head)
-    assert torch.equal(rows, head.weight[[1, 3, 8]]) and bias is None
-    assert adapter.draft_head(head)[0] is rows  # kept for the next generation
+    rows = adapter.draft_head(head)
+    assert torch.equal(rows.weight, head.weight[[1, 3, 8]]) and rows.bias is None
+    assert adapter.draft_head(head) is rows  # kept for the next generation
+    hidden = torch.randn(2, head.in_features)
+    assert torch.allclose(rows(hidden), head(hidden)[:, [1, 3, 8]], atol=1e-6)
     adapter.set_draft_vocab([2, 4])
-    assert torch.equal(adapter.draft_head(head)[0], head.weight[[2, 4]])
+    assert torch.equal(adapter.draft_head(head).weight, head.weight[[2, 4]])
     other = tiny_target(seed=1).lm_head
-    assert torch.equal(adapter.draft_head(other)[0], other.weight[[2, 4]])
+    assert torch.equal(adapter.draft_head(other).weight, other.weight[[2, 4]])
+
+
+def test_the_draft_heads_rows_take_a_tuned_heads_kernels():
+    target = tiny_target()
+    adapter = KangarooAdapter.from_target(target, 1)
+    head = TunedLinear(target.lm_head, {1: ("stock", 1), 2: ("pair", 2)})
+    adapter.set_draft_vocab([3, 1, 8])
+    rows = adapter.draft_head(head)
+    assert isinstance(rows, TunedLinear) and rows.plan is head.plan
+    with torch.inference_mode():
+        hidden = torch.randn(2, head.in_features)
+        assert torch.allclose(rows(hidden), head(hidden)[:, [1, 3, 8]], atol=1e-5)

@@ -21,6 +21,8 @@ from torch import nn
 from transformers import DynamicCache, PreTrainedModel
 from transformers.masking_utils import create_causal_mask
 
+from ..models.cpu_kernels import linear_like
+
 # Families whose decoder is embed -> layers -> norm -> head with no extra scaling, so that
 # running the layers one by one (as Kangaroo does) reproduces the model's own forward pass.
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
@@ -105,7 +107,7 @@ class KangarooAdapter(nn.Module):
         # Moves with the adapter; saved by save_pretrained, outside the state dict, so that adapters
         # with and without a draft vocabulary exchange weights freely.
         self.register_buffer(DRAFT_VOCAB, None, persistent=False)
-        self._head_rows: tuple | None = None  # (weakref to the head's weight, vocab, its rows, their bias)
+        self._head_rows: tuple | None = None  # (weakref to the head's weight, vocab, the layer of its rows)
 
     def set_draft_vocab(self, token_ids: Sequence[int] | torch.Tensor | None) -> None:
         """Let the self-draft propose only these token ids (see `draft_vocab`); None: the whole vocabulary."""
@@ -123,20 +125,19 @@ class KangarooAdapter(nn.Module):
             raise ValueError("the draft vocabulary repeats token ids")
         self.draft_vocab = ids.sort().values.to(device=self.norm.weight.device, dtype=torch.long)
 
-    def draft_head(self, head: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The weight and bias rows of the target's LM head that the self-draft scores.
-
-        All of them without a draft vocabulary; otherwise the vocabulary's rows, gathered once per
-        head (the target is frozen) and kept, rather than copied for every generation.
-        """
+    def draft_head(self, head: nn.Linear) -> nn.Linear:
+        """The linear layer scoring the self-draft's tokens: the target's LM head `head` itself, or, with a draft
+        vocabulary, a layer of that vocabulary's rows of it (with `head`'s kernels: `linear_like`), gathered once per
+        head (the target is frozen) and kept, rather than copied for every generation."""
         if self.draft_vocab is None:
-            return head.weight, head.bias
+            return head
         cached = self._head_rows
         if cached is None or cached[0]() is not head.weight or cached[1] is not self.draft_vocab:
             bias = None if head.bias is None else head.bias.detach()[self.draft_vocab]
-            cached = (weakref.ref(head.weight), self.draft_vocab, head.weight.detach()[self.draft_vocab], bias)
+            rows = linear_like(head, head.weight.detach()[self.draft_vocab], bias)
+            cached = (weakref.ref(head.weight), self.draft_vocab, rows)
             self._head_rows = cached
-        return cached[2], cached[3]
+        return cached[2]
 
     @classmethod
     def from_target(cls, target: PreTrainedModel, exit_layer: int, init: str = "copy",

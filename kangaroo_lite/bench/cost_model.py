@@ -44,6 +44,15 @@ def expected_speedup(alpha: float, gamma: float, cost_ratio: float, verify_cost:
 
 
 @torch.inference_mode()
+def pass_times(target: PreTrainedModel, prompt_ids: torch.Tensor, sizes: Sequence[int],
+               repeats: int = 15) -> dict[int, Spread]:
+    """The target's time in ms of one cached pass over n new tokens after `prompt_ids`, per n: median and quartiles
+    (the sizes timed in turn within each repeat)."""
+    samples = interleaved_samples_ms(_target_passes(target, prompt_ids, sizes), repeats)
+    return {n: Spread.of(samples[n]) for n in sizes}
+
+
+@torch.inference_mode()
 def cost_curve(target: PreTrainedModel, prompt_ids: torch.Tensor, sizes: list[int] | None = None,
                repeats: int = 15) -> dict[int, float]:
     """v(n), the target's cost of one cached pass over n new tokens relative to a pass over one: {n: median ratio}.

@@ -60,8 +60,7 @@ def adapter_top1(target: PreTrainedModel, adapter: KangarooAdapter, prompt: Sequ
     hidden, rope = model.shallow(ids, 0)
     positions = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)
     out = adapter(hidden, rope, attention_mask=adapter.causal_mask(hidden, positions))
-    logits = torch.nn.functional.linear(out[0, len(prompt) - 1: len(prompt) - 1 + len(reply)],
-                                        model.draft_head_weight, model.draft_head_bias)
+    logits = model.draft_head(out[0, len(prompt) - 1: len(prompt) - 1 + len(reply)])
     top = logits.argmax(-1)
     return (top if model.draft_vocab is None else model.draft_vocab.to(top.device)[top]).tolist()
 

@@ -50,9 +50,9 @@ DEFAULT_OPTIONS: dict[str, dict] = {
     "hf_prompt_lookup": {"prompt_lookup_num_tokens": 10},
 }
 MEASURED = "measured"  # an option value the benchmark replaces with the cost curve it measured
-# Per model set, what differs from DEFAULT_OPTIONS. SmolLM2 on a CPU: a pass over 3 new tokens costs
-# about 1.16 passes over one, over 4 about 1.65 (the measured cost curve), and its self-draft agrees far
-# less often than the tiny world's: short drafts, and only those worth their verification cost
+# Per model set, what differs from DEFAULT_OPTIONS. SmolLM2 on a CPU (tuned kernels): a pass over 2–6 new
+# tokens costs 1.04–1.17 passes over one, over 8 about 1.35 (the measured cost curve), and its self-draft
+# agrees far less often than the tiny world's: short drafts, and only those worth their verification cost
 # (`cost_curve`, measured at the start of the run). Kangaroo stops drafting below 0.8: each further
 # draft costs a shallow pass and an adapter step, and its drafts below 0.8 were mostly rejected (on the
 # real questions 0.6 and 0.8 were up to 4% faster than 0.3 on every subtask tried; docs/smollm2_adapter.md).
@@ -64,8 +64,9 @@ MODEL_SET_OPTIONS: dict[str, dict[str, dict]] = {
         "medusa": {"cost_curve": MEASURED},
         # a path's value is the product of its drafts' confidences: a lower exit than the chain's per-draft 0.8,
         # the measured cost curve choosing how many of the nodes to verify; two levels: as fast as six, with as
-        # many tokens per pass and fewer drafting passes (docs/medusa.md)
-        "kangaroo_tree": {"tree": True, "max_draft_tokens": 2, "threshold": 0.1, "top_k": 3, "max_nodes": 12,
+        # many tokens per pass and fewer drafting passes; an exit at 0.3 skips the second level's drafting pass
+        # where it seldom pays (3% faster than 0.1 on 14 of the benchmark's prompts, docs/medusa.md)
+        "kangaroo_tree": {"tree": True, "max_draft_tokens": 2, "threshold": 0.3, "top_k": 3, "max_nodes": 12,
                           "cost_curve": MEASURED},
         "mtad": {"num_draft_tokens": 3, "num_beams": 2, "confidence_threshold": 0.3},
         "mmtad": {"num_draft_tokens": 3, "num_beams": 2, "confidence_threshold": 0.3},

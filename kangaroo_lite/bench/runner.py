@@ -25,6 +25,7 @@ from ..core.result import Step, acceptance_by_position, acceptance_rate, judged_
 from ..decoding.autoregressive import autoregressive
 from ..model_sets.loading import DefaultModels, load_default, load_medusa_heads, load_models, question_file
 from ..models.corpus import SUBTASKS, read_questions
+from ..models.cpu_kernels import describe_plans, kernel_plans
 from ..models.loading import DATA_DIR, encode_chat
 from .cost_model import RoundCosts, Spread, context_cost_curve, expected_speedup, round_costs
 from .lossless import classify_outputs
@@ -60,6 +61,7 @@ class BenchConfig:
     temperature: float = 0.0
     seed: int = 0
     threads: int = 1  # CPU threads; these tiny models decode fastest on one
+    tuned_kernels: bool = True  # on a CPU, linear kernels measured fastest for few rows (models.cpu_kernels)
 
     @classmethod
     def quick(cls, **overrides) -> BenchConfig:
@@ -243,11 +245,11 @@ def load_bench_models(cfg: BenchConfig) -> DefaultModels:
         if cfg.target or cfg.draft or cfg.tokenizer or cfg.adapter:
             raise ValueError(f"model set {cfg.model!r} brings its own models: give no --target/--draft/--tokenizer/"
                              "--adapter with it")
-        return load_default(cfg.model, device, dtype, cfg.data_dir)
+        return load_default(cfg.model, device, dtype, cfg.data_dir, cfg.tuned_kernels)
     data = Path(cfg.data_dir)
     adapter = cfg.adapter or (data / "models" / "adapter" if (data / "models" / "adapter").is_dir() else None)
     return load_models(cfg.target or data / "models" / "target", cfg.draft or data / "models" / "draft",
-                       cfg.tokenizer or data / "tokenizer", adapter, device, dtype)
+                       cfg.tokenizer or data / "tokenizer", adapter, device, dtype, cfg.tuned_kernels)
 
 
 def bench_options(cfg: BenchConfig, curve: dict[int, float] | ContextCostCurve | None = None) -> dict[str, dict]:
@@ -269,13 +271,12 @@ def bench_options(cfg: BenchConfig, curve: dict[int, float] | ContextCostCurve |
 def run_bench(cfg: BenchConfig, models: DefaultModels | None = None, progress: bool = True) -> dict:
     """Run the benchmark (on `models`, or those `cfg` names) and return the results dict."""
     check_positive("threads", cfg.threads)
-    models = models or load_bench_models(cfg)
-    device = models.target.device
     previous_threads = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(cfg.threads)
+    if resolve_device(cfg.device).type == "cpu":
+        torch.set_num_threads(cfg.threads)  # before loading: the linear kernels are measured at this thread count
     try:
-        return _run(cfg, models, device, progress)
+        models = models or load_bench_models(cfg)
+        return _run(cfg, models, models.target.device, progress)
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -334,7 +335,8 @@ def environment(models: DefaultModels) -> dict:
             "dtype": str(models.target.dtype).removeprefix("torch."),
             "torch": torch.__version__, "python": platform.python_version(),
             "threads": torch.get_num_threads(), "date": datetime.now().isoformat(timespec="seconds"),
-            "target_parameters": models.target.num_parameters()}
+            "target_parameters": models.target.num_parameters(),
+            "linear_kernels": describe_plans(kernel_plans(models.target)) or "stock"}
 
 
 def _device_name(device: torch.device) -> str:

@@ -22,6 +22,7 @@ from .measure import (
     cmd_draft_bounds,
     cmd_eval_adapter,
     cmd_eval_model,
+    cmd_kernels,
     cmd_sweep,
     cmd_time_feature_training,
 )
@@ -232,6 +233,15 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     quality.set_defaults(func=cmd_eval_adapter)
 
+    kernels = sub.add_parser("kernels", help="the target's verification passes with stock against tuned linear kernels")
+    kernels.add_argument("--model", default="smollm2", choices=MODEL_SETS)
+    kernels.add_argument("--questions", default="", help="default: the model set's question file (its first prompt)")
+    kernels.add_argument("--repeats", type=int, default=9)
+    kernels.add_argument("--threads", type=int, default=1)
+    kernels.add_argument("--json", help="also write the report to this JSON file")
+    kernels.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+    kernels.set_defaults(func=cmd_kernels)
+
     bounds = sub.add_parser("draft-bounds", help="how fast chain drafting could be here, in hindsight, per subtask")
     bounds.add_argument("--model", default="smollm2", choices=MODEL_SETS)
     bounds.add_argument("--questions", default="", help="default: the model set's question file")
@@ -295,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--draft", default="", help="a local checkpoint for the draft")
     bench.add_argument("--tokenizer", default="", help="a local tokenizer folder")
     bench.add_argument("--adapter", default="", help="a trained Kangaroo adapter folder")
+    bench.add_argument("--stock-kernels", action="store_true",
+                       help="PyTorch's own linear kernels, not those measured fastest for few rows on a CPU")
     bench.add_argument("--sampling", action="store_true",
                        help="instead: MTAD vs single-token and speculative sampling (perplexity, accuracy, "
                             "speed), written to sampling.json")

@@ -73,7 +73,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     options = {method: {k: v for k, v in values.items() if v is not None} for method, values in given.items()}
     fields = dict(model=args.model, subtasks=args.subtasks, device=args.device, dtype=args.dtype,
                   data_dir=args.data_dir, questions=args.questions, target=args.target, draft=args.draft,
-                  tokenizer=args.tokenizer, adapter=args.adapter, options=options, threads=args.threads)
+                  tokenizer=args.tokenizer, adapter=args.adapter, options=options, threads=args.threads,
+                  tuned_kernels=not args.stock_kernels)
     if args.methods:
         fields["methods"] = args.methods
     for name in ("questions_per_subtask", "max_new_tokens", "repeats"):
@@ -293,6 +294,34 @@ def cmd_draft_bounds(args: argparse.Namespace) -> None:
                                                "max_new_tokens": args.max_new_tokens, "longest": args.longest,
                                                "cost_curves_by_context": {str(k): v for k, v in curve.curves.items()},
                                                "bounds": bounds}, indent=1))
+        print(f"wrote {args.json}")
+
+
+def cmd_kernels(args: argparse.Namespace) -> None:
+    """The target's pass over n new tokens with PyTorch's stock linear kernels against the tuned ones."""
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..bench.kernels import compare_kernels
+    from ..model_sets.loading import load_default
+    from ..models.loading import encode_chat
+
+    torch.set_num_threads(args.threads)
+    models = load_default(args.model, tuned_kernels=False)
+    question = read_questions(args.questions or question_file(args.model))[0]
+    report = compare_kernels(models.target, encode_chat(models.tokenizer, question["turns"][0]), repeats=args.repeats)
+    table = Table(title=f"{args.model}: one cached pass over n new tokens after {report['context']} "
+                        f"({report['threads']} thread(s)), stock against tuned linear kernels")
+    for column in ("n", "stock ms", "tuned ms", "speedup", "stock v(n)", "tuned v(n)"):
+        table.add_column(column, justify="right")
+    for n, row in report["passes"].items():
+        table.add_row(str(n), f"{row['stock_ms']['median']:.1f}", f"{row['tuned_ms']['median']:.1f}",
+                      f"{row['speedup']:.2f}×", f"{row['stock_cost']:.2f}", f"{row['tuned_cost']:.2f}")
+    Console(width=120).print(table)
+    if args.json:
+        refuse_overwrite(Path(args.json), args.force)
+        Path(args.json).write_text(json.dumps({"model": args.model, **report}, indent=1, ensure_ascii=False))
         print(f"wrote {args.json}")
 
 

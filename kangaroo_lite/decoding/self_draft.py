@@ -45,7 +45,7 @@ class SelfDraft:
         self.pending: torch.Tensor | None = None  # exited hidden states the adapter has not read yet
         # The draft scores only the adapter's draft vocabulary (when it has one): those rows of the shared head.
         self.draft_vocab = adapter.draft_vocab
-        self.draft_head_weight, self.draft_head_bias = adapter.draft_head(self.head)
+        self.draft_head = adapter.draft_head(self.head)
         self.mask_functions = [mask_function(self.config, i) for i in range(len(self.layers))]
         # RoPE depends on the position only (unless it rescales with the length seen): computed once
         # for a table of positions, then sliced, instead of once per draft step.
@@ -138,7 +138,7 @@ class SelfDraft:
             positions, rope = self._rope(position + 1 - exited.shape[1], exited.shape[1], exited)
             mask = self.adapter.causal_mask(exited, positions, self.adapter_cache)
         out = self.adapter(exited, rope, attention_mask=mask, cache=self.adapter_cache)
-        logits = torch.nn.functional.linear(out[0, -1], self.draft_head_weight, self.draft_head_bias)
+        logits = self.draft_head(out[0, -1])
         if self.draft_vocab is None:
             return logits
         return spread_to_vocab(logits, self.draft_vocab, self.head.weight.shape[0])
@@ -170,7 +170,7 @@ class SelfDraft:
         rope = self._rope_rows(positions, exited)
         mask = self.adapter.causal_mask(exited, positions, self.adapter_cache, attention_mask)
         out = self.adapter(exited, rope, attention_mask=mask, cache=self.adapter_cache)
-        logits = torch.nn.functional.linear(out[:, -1], self.draft_head_weight, self.draft_head_bias)
+        logits = self.draft_head(out[:, -1])
         if self.draft_vocab is None:
             return logits
         return spread_to_vocab(logits, self.draft_vocab, self.head.weight.shape[0])
@@ -179,7 +179,7 @@ class SelfDraft:
         """The adapter reads tree nodes' exited states (1, n, h) at `positions` (1, n) under a 4D tree `mask`
         (`core.token_tree.tree_attention`): the draft logits after each node (n, V)."""
         out = self.adapter(exited, self._rope_rows(positions, exited), attention_mask=mask, cache=self.adapter_cache)
-        logits = torch.nn.functional.linear(out[0], self.draft_head_weight, self.draft_head_bias)
+        logits = self.draft_head(out[0])
         if self.draft_vocab is None:
             return logits
         return spread_to_vocab(logits, self.draft_vocab, self.head.weight.shape[0])

