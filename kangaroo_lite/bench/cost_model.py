@@ -60,9 +60,8 @@ def cost_curve(target: PreTrainedModel, prompt_ids: torch.Tensor, sizes: list[in
     Measured as `round_costs` measures it (the pass sizes timed in turn within each repeat), without a draft step.
     """
     sizes = sorted(set(sizes or [1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16]) | {1})
-    samples = interleaved_samples_ms(_target_passes(target, prompt_ids, sizes), repeats)
-    one = statistics.median(samples[1])
-    return {n: statistics.median(samples[n]) / one for n in sizes}
+    times = pass_times(target, prompt_ids, sizes, repeats)
+    return {n: times[n].median / times[1].median for n in sizes}
 
 
 def context_cost_curve(target: PreTrainedModel, prompts: Sequence[torch.Tensor], sizes: list[int] | None = None,

@@ -17,9 +17,11 @@ Gradients, other dtypes and other devices take the stock path.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +36,7 @@ CHECK_ROWS = (1, 4)  # the new tokens of the whole-model passes that confirm a t
 MIN_GAIN = 0.1  # a shape is tuned where its plan saves at least this share of its time, summed over row counts
 MODEL_GAIN = 0.05  # ... and where whole passes of the model with them are at least this much faster
 REPEATS = 4  # timed rounds over every (kernel, rows) option of a shape, after an untimed one: the fastest counts
+K = TypeVar("K")
 Plan = dict[int, tuple[str, int]]  # rows -> (kernel, rows padded to); the largest key covers every count above it
 _PLANS: dict[tuple, Plan | None] = {}  # per (layer shape, layers of that shape, threads); None: not worth it
 
@@ -100,30 +103,34 @@ def linear_like(like: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None
     return TunedLinear(linear, like.plan) if isinstance(like, TunedLinear) else linear
 
 
+def _fastest_in_turn(runs: Mapping[K, Callable[[], object]]) -> dict[K, float]:
+    """Seconds of each run: the fastest of `REPEATS` rounds, each timing every run in turn (so that a slow spell
+    of the machine does not fall on one run only), after an untimed round that warms the caches up."""
+    best = dict.fromkeys(runs, float("inf"))
+    for round_ in range(REPEATS + 1):
+        for key, run in runs.items():
+            start = time.perf_counter()
+            run()
+            if round_:
+                best[key] = min(best[key], time.perf_counter() - start)
+    return best
+
+
 def _sweep_times(layers: list[TunedLinear], options: list[tuple[str, int]]) -> dict[tuple[str, int], float]:
-    """Seconds for one pass of random rows through every layer of one shape, per (kernel, rows) option: the
-    fastest of `REPEATS` rounds, each timing every option in turn (so that a slow spell of the machine does not
-    fall on one option only). Every kernel is timed through `TunedLinear`'s dispatch, whose own cost is part of
+    """Seconds for one pass of random rows through every layer of one shape, per (kernel, rows) option
+    (`_fastest_in_turn`). Every kernel is timed through `TunedLinear`'s dispatch, whose own cost is part of
     theirs; `BARE` is the stock kernel as a plain `nn.Linear` calls it."""
     inputs = {rows: torch.randn(rows, layers[0].in_features) for _, rows in options}
 
-    def sweep(kernel: str, rows: int) -> float:
-        x = inputs[rows]
-        start = time.perf_counter()
+    def sweep(kernel: str, rows: int) -> None:
         for layer in layers:
             if kernel == BARE:
-                F.linear(x, layer.weight, layer.bias)
+                F.linear(inputs[rows], layer.weight, layer.bias)
             else:
                 layer.plan = {rows: (kernel, rows)}
-                layer(x)
-        return time.perf_counter() - start
+                layer(inputs[rows])
 
-    best = {option: sweep(*option) for option in options}  # untimed: reorders the weights, warms the caches
-    best = {option: float("inf") for option in options}
-    for _ in range(REPEATS):
-        for option in options:
-            best[option] = min(best[option], sweep(*option))
-    return best
+    return _fastest_in_turn({option: functools.partial(sweep, *option) for option in options})
 
 
 def plan_options(kernels: tuple[str, ...] = KERNELS, row_counts: tuple[int, ...] = ROW_COUNTS) -> list[tuple[str, int]]:
@@ -189,28 +196,20 @@ def tune_linears(model: nn.Module) -> dict[tuple[int, int, bool], Plan]:
 
 def _faster_in_model(model: PreTrainedModel, swaps: list[tuple[str, nn.Linear, TunedLinear]]) -> bool:
     """Install the tuned layers if whole passes of `model` over `CHECK_ROWS` new tokens (no cache) are `MODEL_GAIN`
-    faster with them than with the plain ones, timed in turn (the fastest of `REPEATS` rounds); whether they were.
-    Layers timed apart can miss what a whole model does to the caches, as a reordered copy of a small model's
-    head can."""
+    faster with them than with the plain ones (`_fastest_in_turn`); whether they were. Layers timed apart can miss
+    what a whole model does to the caches, as a reordered copy of a small model's head can."""
     ids = {rows: torch.randint(0, model.config.vocab_size, (1, rows)) for rows in CHECK_ROWS}
 
     def use(tuned: bool) -> None:
         for name, module, layer in swaps:
             model.set_submodule(name, layer if tuned else module)
 
-    def passes() -> float:
-        start = time.perf_counter()
+    def passes(tuned: bool) -> None:
+        use(tuned)
         for rows in CHECK_ROWS:
             model(input_ids=ids[rows], use_cache=False)
-        return time.perf_counter() - start
 
-    best = {True: float("inf"), False: float("inf")}
-    for round_ in range(REPEATS + 1):
-        for tuned in best:
-            use(tuned)
-            seconds = passes()
-            if round_:  # the first round warms up
-                best[tuned] = min(best[tuned], seconds)
+    best = _fastest_in_turn({tuned: functools.partial(passes, tuned) for tuned in (True, False)})
     keep = best[True] <= (1 - MODEL_GAIN) * best[False]
     use(keep)
     return keep
